@@ -75,7 +75,13 @@ pub enum Role {
 
 impl Role {
     /// Every role, in a stable order.
-    pub const ALL: [Role; 5] = [Role::Admin, Role::Manager, Role::Sales, Role::Viewer, Role::Service];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Manager,
+        Role::Sales,
+        Role::Viewer,
+        Role::Service,
+    ];
 
     /// Parses a role name case-insensitively; unknown names are `None` (and ignored by callers).
     pub fn parse(name: &str) -> Option<Role> {
@@ -178,7 +184,12 @@ impl Actor {
         } else {
             territories.into_iter().collect()
         };
-        Actor { user_id, roles, territories, system: false }
+        Actor {
+            user_id,
+            roles,
+            territories,
+            system: false,
+        }
     }
 
     /// The explicit `system` context that background work runs as (SPEC §3): all territories,
@@ -230,7 +241,10 @@ mod tests {
     #[test]
     fn role_names_are_case_insensitive_and_unknown_ignored() {
         let set = RoleSet::from_names(["ADMIN", "Sales", "offline_access", "uma_authorization"]);
-        assert_eq!(set.iter().collect::<Vec<_>>(), vec![Role::Admin, Role::Sales]);
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            vec![Role::Admin, Role::Sales]
+        );
     }
 
     #[test]
@@ -250,7 +264,11 @@ mod tests {
 
     #[test]
     fn non_admin_keeps_only_its_territories() {
-        let m = Actor::new(UserId::parse("m").unwrap(), [Role::Manager], [TerritoryId::Ch]);
+        let m = Actor::new(
+            UserId::parse("m").unwrap(),
+            [Role::Manager],
+            [TerritoryId::Ch],
+        );
         assert!(!m.works_in(TerritoryId::De));
         assert!(m.works_in(TerritoryId::Ch));
         let none = Actor::new(UserId::parse("n").unwrap(), [Role::Sales], []);

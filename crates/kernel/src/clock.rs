@@ -47,6 +47,13 @@ impl Clock for FixedClock {
     }
 }
 
+/// Shared clocks are clocks (a test can keep a handle to move the time).
+impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
+    fn now(&self) -> OffsetDateTime {
+        (**self).now()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,7 +27,9 @@ const RESERVED: [&str; 10] = [
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
     /// An extension attribute name breaks the CloudEvents naming rule.
-    #[error("invalid extension attribute name {0:?}: lower-case a-z and 0-9 only, 1-20 characters, not a core attribute")]
+    #[error(
+        "invalid extension attribute name {0:?}: lower-case a-z and 0-9 only, 1-20 characters, not a core attribute"
+    )]
     InvalidExtensionName(String),
     /// A required attribute is empty.
     #[error("the CloudEvent attribute {0} must not be empty")]
@@ -52,7 +54,9 @@ impl ExtensionName {
     /// ```
     pub fn parse(name: &str) -> Result<ExtensionName, EventError> {
         let ok = (1..=20).contains(&name.len())
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             && !RESERVED.contains(&name);
         if ok {
             Ok(ExtensionName(name.to_owned()))
@@ -215,7 +219,12 @@ mod tests {
 
     #[test]
     fn serialises_as_cloudevents_json() {
-        let v = serde_json::to_value(sample().with_extension("traceparent", "00-1".into()).unwrap()).unwrap();
+        let v = serde_json::to_value(
+            sample()
+                .with_extension("traceparent", "00-1".into())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["type"], "lead.created.v1");
         assert_eq!(v["time"], "2026-03-01T09:00:00Z");
@@ -228,7 +237,16 @@ mod tests {
 
     #[test]
     fn extension_names_are_validated() {
-        for bad in ["", "Upper", "with-dash", "with_us", "id", "data", "abcdefghijklmnopqrstu", "idempotencykey"] {
+        for bad in [
+            "",
+            "Upper",
+            "with-dash",
+            "with_us",
+            "id",
+            "data",
+            "abcdefghijklmnopqrstu",
+            "idempotencykey",
+        ] {
             assert!(sample().with_extension(bad, 1.into()).is_err(), "{bad}");
         }
         for good in ["a", "traceparent", "x1", "abcdefghijklmnopqrst"] {
@@ -238,7 +256,15 @@ mod tests {
 
     #[test]
     fn empty_source_or_type_rejected() {
-        let r = CloudEvent::new(Uuid::nil(), "", "t", datetime!(2026-01-01 0:00 UTC), None, KeyBasis::Version(1), 1.into());
+        let r = CloudEvent::new(
+            Uuid::nil(),
+            "",
+            "t",
+            datetime!(2026-01-01 0:00 UTC),
+            None,
+            KeyBasis::Version(1),
+            1.into(),
+        );
         assert_eq!(r.unwrap_err(), EventError::EmptyAttribute("source"));
     }
 

@@ -198,8 +198,24 @@ mod tests {
 
     #[test]
     fn user_types_and_meaningful_contacts() {
-        let user: Vec<_> = ActivityType::ALL.into_iter().filter(|t| t.is_user_loggable()).map(|t| t.as_str()).collect();
-        assert_eq!(user, ["EMAIL", "EMAIL_RECEIVED", "CALL", "MEETING", "SAMPLE_SENT", "SAMPLE_FEEDBACK", "ORDER", "NOTE"]);
+        let user: Vec<_> = ActivityType::ALL
+            .into_iter()
+            .filter(|t| t.is_user_loggable())
+            .map(|t| t.as_str())
+            .collect();
+        assert_eq!(
+            user,
+            [
+                "EMAIL",
+                "EMAIL_RECEIVED",
+                "CALL",
+                "MEETING",
+                "SAMPLE_SENT",
+                "SAMPLE_FEEDBACK",
+                "ORDER",
+                "NOTE"
+            ]
+        );
         assert!(!ActivityType::Note.is_meaningful_contact());
         assert!(ActivityType::Call.is_meaningful_contact());
         assert!(!ActivityType::FollowupSent.is_meaningful_contact());

@@ -18,7 +18,10 @@ pub struct FieldError {
 impl FieldError {
     /// A new field error.
     pub fn new(field: &'static str, message: impl Into<String>) -> FieldError {
-        FieldError { field, message: message.into() }
+        FieldError {
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -106,3 +109,379 @@ closed_enum!(
         Import => "IMPORT",
     }
 );
+
+/// Trims an optional text field and checks its length; empty becomes `None`.
+pub fn bounded_text(
+    field: &'static str,
+    value: Option<&str>,
+    max_chars: usize,
+) -> Result<Option<String>, FieldError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) if v.chars().count() > max_chars => Err(FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        )),
+        Some(v) if v.chars().any(char::is_control) => Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        )),
+        Some(v) => Ok(Some(v.to_owned())),
+    }
+}
+
+/// The legal forms stripped from the end of a company name for duplicate detection (lower-case).
+const LEGAL_FORMS: &[&str] = &[
+    "gmbh & co. kg",
+    "gmbh & co kg",
+    "gmbh & co. kgaa",
+    "ag & co. kg",
+    "ggmbh",
+    "gmbh",
+    "mbh",
+    "ag",
+    "kgaa",
+    "kg",
+    "ohg",
+    "gbr",
+    "ug (haftungsbeschränkt)",
+    "ug",
+    "e.k.",
+    "e.v.",
+    "eg",
+    "sàrl",
+    "sarl",
+    "sa",
+    "se",
+    "ltd.",
+    "ltd",
+    "inc.",
+    "inc",
+];
+
+/// A company name: 1–255 characters after trimming (SPEC §4.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CompanyName(String);
+
+impl CompanyName {
+    /// The longest accepted name, in characters.
+    pub const MAX_LEN: usize = 255;
+
+    /// Parses a company name.
+    pub fn parse(raw: &str) -> Result<CompanyName, FieldError> {
+        match bounded_text("companyName", Some(raw), Self::MAX_LEN)? {
+            Some(v) => Ok(CompanyName(v)),
+            None => Err(FieldError::new("companyName", "must not be empty")),
+        }
+    }
+
+    /// The name as entered (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The duplicate-detection form: see [`normalise_company_name`].
+    pub fn normalised(&self) -> String {
+        normalise_company_name(&self.0)
+    }
+}
+
+impl TryFrom<String> for CompanyName {
+    type Error = FieldError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        CompanyName::parse(&value)
+    }
+}
+
+impl From<CompanyName> for String {
+    fn from(value: CompanyName) -> Self {
+        value.0
+    }
+}
+
+/// Normalises a company name for duplicate detection (SPEC §4.2): lower-cased, whitespace
+/// collapsed, trailing legal forms (GmbH, AG, KG, UG, Sàrl, …) removed — repeatedly, so the
+/// function is idempotent — and a trailing comma or dot dropped.
+///
+/// ```
+/// use freshplan_leads::model::normalise_company_name;
+/// assert_eq!(normalise_company_name("  Gasthaus  Zur Post GmbH "), "gasthaus zur post");
+/// assert_eq!(normalise_company_name("Müller & Söhne GmbH & Co. KG"), "müller & söhne");
+/// assert_eq!(normalise_company_name("Café du Lac Sàrl"), "café du lac");
+/// ```
+pub fn normalise_company_name(raw: &str) -> String {
+    let mut s = raw
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    loop {
+        let before = s.len();
+        for form in LEGAL_FORMS {
+            if let Some(rest) = s.strip_suffix(form) {
+                // Only a whole trailing word: "bag" must not lose its "ag".
+                if rest.is_empty() || rest.ends_with(' ') || rest.ends_with(',') {
+                    let trimmed = rest.trim_end_matches([' ', ',']);
+                    if !trimmed.is_empty() {
+                        s = trimmed.to_owned();
+                        break;
+                    }
+                }
+            }
+        }
+        let t = s.trim_end_matches([' ', ',', '.']).to_owned();
+        if !t.is_empty() {
+            s = t;
+        }
+        if s.len() == before {
+            return s;
+        }
+    }
+}
+
+/// An email address: trimmed, ≤ 254 characters, one `@`, a plausible domain.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Email(String);
+
+impl Email {
+    /// The longest accepted address.
+    pub const MAX_LEN: usize = 254;
+
+    /// Parses an address. The stored form is trimmed; see [`Email::normalised`] for the
+    /// duplicate key.
+    pub fn parse(raw: &str) -> Result<Email, FieldError> {
+        let v = raw.trim();
+        let invalid = |m: &str| Err(FieldError::new("email", m.to_owned()));
+        if v.is_empty() {
+            return invalid("must not be empty");
+        }
+        if v.chars().count() > Self::MAX_LEN {
+            return invalid("must be at most 254 characters");
+        }
+        let Some((local, domain)) = v.rsplit_once('@') else {
+            return invalid("is not a valid email address");
+        };
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..")
+            && local
+                .chars()
+                .all(|c| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && labels.iter().all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+                    && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+            })
+            && labels.last().is_some_and(|tld| {
+                tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic)
+            });
+        if !local_ok || !domain_ok {
+            return invalid("is not a valid email address");
+        }
+        Ok(Email(v.to_owned()))
+    }
+
+    /// The address as entered (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The duplicate key: trimmed and lower-cased.
+    pub fn normalised(&self) -> String {
+        normalise_email(&self.0)
+    }
+}
+
+/// The duplicate key of an email address: trimmed, lower-cased (idempotent).
+pub fn normalise_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+impl TryFrom<String> for Email {
+    type Error = FieldError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Email::parse(&value)
+    }
+}
+
+impl From<Email> for String {
+    fn from(value: Email) -> Self {
+        value.0
+    }
+}
+
+/// A non-negative amount with two decimal places, held in cents (`estimatedVolume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Volume(i64);
+
+impl Volume {
+    /// The largest accepted amount in cents (fits a `numeric(14,2)` column).
+    pub const MAX_CENTS: i64 = 99_999_999_999_999;
+
+    /// From cents; negative or too large is an error.
+    pub fn from_cents(cents: i64) -> Result<Volume, FieldError> {
+        if !(0..=Self::MAX_CENTS).contains(&cents) {
+            return Err(FieldError::new(
+                "estimatedVolume",
+                "must be between 0 and 999999999999.99",
+            ));
+        }
+        Ok(Volume(cents))
+    }
+
+    /// Parses a decimal such as `1234.5` or `10`: at most two decimal places, ≥ 0.
+    ///
+    /// ```
+    /// use freshplan_leads::model::Volume;
+    /// assert_eq!(Volume::parse_decimal("1234.5").unwrap().cents(), 123_450);
+    /// assert!(Volume::parse_decimal("-1").is_err());
+    /// assert!(Volume::parse_decimal("1.234").is_err());
+    /// ```
+    pub fn parse_decimal(s: &str) -> Result<Volume, FieldError> {
+        let err = |m: &str| FieldError::new("estimatedVolume", m.to_owned());
+        let s = s.trim();
+        if s.starts_with('-') {
+            return Err(err("must be greater than or equal to 0"));
+        }
+        // JSON may render small numbers in exponent form; accept only plain decimals.
+        let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+        if int.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(err(
+                "must be a decimal number with at most two decimal places",
+            ));
+        }
+        let frac_trimmed = frac.trim_end_matches('0');
+        if frac_trimmed.len() > 2 {
+            return Err(err("must have at most two decimal places"));
+        }
+        let int_value: i64 = int.parse().map_err(|_| err("is too large"))?;
+        let mut frac_cents = 0i64;
+        for (i, b) in frac_trimmed.bytes().enumerate() {
+            frac_cents += i64::from(b - b'0') * if i == 0 { 10 } else { 1 };
+        }
+        let cents = int_value
+            .checked_mul(100)
+            .and_then(|c| c.checked_add(frac_cents))
+            .ok_or_else(|| err("is too large"))?;
+        Volume::from_cents(cents)
+    }
+
+    /// The amount in cents.
+    pub const fn cents(self) -> i64 {
+        self.0
+    }
+
+    /// The amount as a decimal string with two places, e.g. `"1234.50"`.
+    pub fn to_decimal_string(self) -> String {
+        format!("{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn company_name_bounds() {
+        assert!(CompanyName::parse("   ").is_err());
+        assert!(CompanyName::parse(&"a".repeat(255)).is_ok());
+        assert!(CompanyName::parse(&"a".repeat(256)).is_err());
+        assert_eq!(CompanyName::parse("  X ").unwrap().as_str(), "X");
+    }
+
+    #[test]
+    fn legal_forms_are_stripped_only_as_whole_words() {
+        assert_eq!(normalise_company_name("Hotel Adler AG"), "hotel adler");
+        assert_eq!(normalise_company_name("Kantine Nord UG"), "kantine nord");
+        assert_eq!(normalise_company_name("Schmidt KG"), "schmidt");
+        assert_eq!(normalise_company_name("Bag"), "bag");
+        assert_eq!(
+            normalise_company_name("Catering-Werk gmbh"),
+            "catering-werk"
+        );
+        assert_eq!(normalise_company_name("GmbH"), "gmbh");
+        assert_eq!(normalise_company_name("Alpha, GmbH."), "alpha");
+    }
+
+    #[test]
+    fn emails() {
+        for ok in ["a@b.de", "first.last+tag@sub.example.ch", "ÄÖ@müller.de"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "a", "a@", "@b.de", "a@b", "a b@c.de", "a@@b.de", "a@b..de", ".a@b.de", "a@-b.de",
+            "a@b.d3",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Email::parse(" Max@Example.DE ").unwrap().normalised(),
+            "max@example.de"
+        );
+        let long = format!("{}@{}.de", "a".repeat(64), "b".repeat(63));
+        assert!(Email::parse(&long).is_ok());
+    }
+
+    #[test]
+    fn volumes() {
+        assert_eq!(Volume::parse_decimal("0").unwrap().cents(), 0);
+        assert_eq!(
+            Volume::parse_decimal("12.30").unwrap().to_decimal_string(),
+            "12.30"
+        );
+        assert_eq!(Volume::parse_decimal("12.300").unwrap().cents(), 1230);
+        assert!(Volume::parse_decimal("1e3").is_err());
+        assert!(Volume::parse_decimal("1000000000000").is_err());
+        assert!(Volume::parse_decimal("").is_err());
+    }
+
+    #[test]
+    fn enums_parse_strictly() {
+        assert_eq!(
+            "HOTEL".parse::<BusinessType>().unwrap(),
+            BusinessType::Hotel
+        );
+        let e = "hotel".parse::<BusinessType>().unwrap_err();
+        assert_eq!(e.field, "businessType");
+        assert!("FAX".parse::<LeadSource>().is_err());
+    }
+
+    #[test]
+    fn bounded_text_rules() {
+        assert_eq!(bounded_text("city", Some("  "), 5).unwrap(), None);
+        assert!(bounded_text("city", Some("123456"), 5).is_err());
+        assert!(bounded_text("city", Some("a\u{0}b"), 5).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn company_normalisation_is_idempotent(s in "\\PC{0,40}( (GmbH|AG|KG|UG|Sàrl|gmbh & co. kg))*") {
+            let once = normalise_company_name(&s);
+            prop_assert_eq!(normalise_company_name(&once), once);
+        }
+
+        #[test]
+        fn email_normalisation_is_idempotent(s in "\\PC{0,40}") {
+            let once = normalise_email(&s);
+            prop_assert_eq!(normalise_email(&once), once);
+        }
+
+        #[test]
+        fn volume_round_trips(c in 0i64..=Volume::MAX_CENTS) {
+            let v = Volume::from_cents(c).unwrap();
+            prop_assert_eq!(Volume::parse_decimal(&v.to_decimal_string()).unwrap(), v);
+        }
+    }
+}

@@ -60,7 +60,10 @@ impl LeadStatus {
 
     /// Terminal statuses absorb: nothing leaves them.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, LeadStatus::Converted | LeadStatus::Lost | LeadStatus::Deleted)
+        matches!(
+            self,
+            LeadStatus::Converted | LeadStatus::Lost | LeadStatus::Deleted
+        )
     }
 
     /// Open for follow-ups and pending figures: `REGISTERED` or `ACTIVE`.
@@ -110,7 +113,11 @@ pub const MANUAL_TRANSITIONS: &[(LeadStatus, LeadStatus, Gate)] = &[
     (LeadStatus::Reminder, LeadStatus::Qualified, Gate::Updater),
     (LeadStatus::Reminder, LeadStatus::Lost, Gate::Updater),
     (LeadStatus::GracePeriod, LeadStatus::Active, Gate::Updater),
-    (LeadStatus::GracePeriod, LeadStatus::Qualified, Gate::Updater),
+    (
+        LeadStatus::GracePeriod,
+        LeadStatus::Qualified,
+        Gate::Updater,
+    ),
     (LeadStatus::GracePeriod, LeadStatus::Lost, Gate::Updater),
     (LeadStatus::Qualified, LeadStatus::Converted, Gate::Updater),
     (LeadStatus::Qualified, LeadStatus::Lost, Gate::Updater),
@@ -118,8 +125,11 @@ pub const MANUAL_TRANSITIONS: &[(LeadStatus, LeadStatus, Gate)] = &[
 ];
 
 /// The statuses still allowed as targets while the protection clock is stopped.
-pub const ALLOWED_WHILE_STOPPED: [LeadStatus; 3] =
-    [LeadStatus::Qualified, LeadStatus::Converted, LeadStatus::Lost];
+pub const ALLOWED_WHILE_STOPPED: [LeadStatus; 3] = [
+    LeadStatus::Qualified,
+    LeadStatus::Converted,
+    LeadStatus::Lost,
+];
 
 /// Why a manual transition was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -133,7 +143,9 @@ pub enum TransitionError {
         to: LeadStatus,
     },
     /// The clock is stopped and the target is not QUALIFIED, CONVERTED or LOST.
-    #[error("while the protection clock is stopped a lead can only become QUALIFIED, CONVERTED or LOST")]
+    #[error(
+        "while the protection clock is stopped a lead can only become QUALIFIED, CONVERTED or LOST"
+    )]
     ClockStopped,
 }
 
@@ -195,8 +207,14 @@ mod tests {
 
     #[test]
     fn only_expired_reopen_is_manager_gated() {
-        assert_eq!(manual_transition(LeadStatus::Expired, LeadStatus::Active, false), Ok(Gate::ManagerReopen));
-        let gated: Vec<_> = MANUAL_TRANSITIONS.iter().filter(|r| r.2 == Gate::ManagerReopen).collect();
+        assert_eq!(
+            manual_transition(LeadStatus::Expired, LeadStatus::Active, false),
+            Ok(Gate::ManagerReopen)
+        );
+        let gated: Vec<_> = MANUAL_TRANSITIONS
+            .iter()
+            .filter(|r| r.2 == Gate::ManagerReopen)
+            .collect();
         assert_eq!(gated.len(), 1);
     }
 
@@ -205,7 +223,10 @@ mod tests {
         assert!(manual_transition(LeadStatus::Active, LeadStatus::Qualified, true).is_ok());
         assert!(manual_transition(LeadStatus::Qualified, LeadStatus::Converted, true).is_ok());
         assert!(manual_transition(LeadStatus::Active, LeadStatus::Lost, true).is_ok());
-        assert_eq!(manual_transition(LeadStatus::Reminder, LeadStatus::Active, true), Err(TransitionError::ClockStopped));
+        assert_eq!(
+            manual_transition(LeadStatus::Reminder, LeadStatus::Active, true),
+            Err(TransitionError::ClockStopped)
+        );
     }
 
     #[test]

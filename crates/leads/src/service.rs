@@ -1,0 +1,687 @@
+//! `LeadService`: the use cases of SPEC §4–§5 over the ports.
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use freshplan_kernel::{Actor, Clock, CloudEvent, IdGenerator, TerritoryId, UserId};
+
+use crate::access::{self, Action, Decision, LeadFacts};
+use crate::activity::{Activity, ActivityType, validate_description};
+use crate::duplicates::DuplicateKind;
+use crate::events::LeadEvent;
+use crate::lead::{ChangeError, Changes, Lead, LeadData, LeadPatch};
+use crate::model::FieldError;
+use crate::ports::{IdempotencyRecord, LeadQuery, LeadStore, LeadTx, Page, StoreError, WriteError};
+use crate::protection::ProtectionPolicy;
+use crate::status::TransitionError;
+
+/// Why a use case failed. The app maps each variant to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum LeadError {
+    /// Missing or not visible to the caller (404).
+    #[error("lead not found")]
+    NotFound,
+    /// The caller's role never allows this (403).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// Invalid values (422).
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// A duplicate (409); `existing` names the other lead only when the caller may read it.
+    #[error("duplicate lead")]
+    Duplicate {
+        /// Which rule matched.
+        kind: DuplicateKind,
+        /// The other lead, when visible.
+        existing: Option<Box<Lead>>,
+    },
+    /// The status machine refused (422).
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A state conflict such as stopping a stopped clock (409).
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// `If-Match` did not match (412).
+    #[error("the lead has changed (current version {current})")]
+    PreconditionFailed {
+        /// The current version.
+        current: i64,
+    },
+    /// The same idempotency key was used with another body (422).
+    #[error("the idempotency key was already used with a different request")]
+    IdempotencyMismatch,
+    /// Infrastructure failure (500/503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<ChangeError> for LeadError {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Validation(f) => LeadError::Validation(vec![f]),
+            ChangeError::Transition(t) => LeadError::Transition(t),
+            ChangeError::ReopenForbidden => {
+                LeadError::Forbidden("only managers and admins may reopen an expired lead")
+            }
+            ChangeError::Clock(m) => LeadError::Conflict(m),
+            ChangeError::Deleted => LeadError::NotFound,
+        }
+    }
+}
+
+/// A request to create a lead.
+#[derive(Debug, Clone)]
+pub struct CreateLead {
+    /// The data.
+    pub data: LeadData,
+    /// Backdated registration (admins only).
+    pub registered_at: Option<OffsetDateTime>,
+    /// `Idempotency-Key` and a hash of the body.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// A request to log an activity.
+#[derive(Debug, Clone)]
+pub struct LogActivity {
+    /// The type (users may log only the eight user types).
+    pub activity_type: ActivityType,
+    /// When it happened (default now; not in the future).
+    pub occurred_at: Option<OffsetDateTime>,
+    /// ≤ 2000 characters.
+    pub description: Option<String>,
+}
+
+/// The outcome of a sweep batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Leads examined.
+    pub examined: u32,
+    /// Automatic transitions applied.
+    pub transitions: u32,
+}
+
+/// How long an idempotency key replays (SPEC §9).
+pub const IDEMPOTENCY_WINDOW: time::Duration = time::Duration::hours(24);
+
+/// The lead use cases over a store, a clock and an id generator.
+#[derive(Debug, Clone)]
+pub struct LeadService<S, C, I> {
+    store: S,
+    clock: C,
+    ids: I,
+    policy: ProtectionPolicy,
+}
+
+fn facts(lead: &Lead) -> LeadFacts<'_> {
+    LeadFacts {
+        territory: lead.territory,
+        owner: lead.owner.as_ref(),
+        collaborators: &lead.collaborators,
+    }
+}
+
+fn check(actor: &Actor, lead: &Lead, action: Action, why: &'static str) -> Result<(), LeadError> {
+    match access::decide(actor, &facts(lead), action) {
+        Decision::Allow => Ok(()),
+        Decision::NotFound => Err(LeadError::NotFound),
+        Decision::Forbidden => Err(LeadError::Forbidden(why)),
+    }
+}
+
+fn check_version(lead: &Lead, expected: Option<i64>) -> Result<(), LeadError> {
+    match expected {
+        Some(v) if v != lead.version => Err(LeadError::PreconditionFailed {
+            current: lead.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
+    /// A service with the given adapters and protection policy.
+    pub fn new(store: S, clock: C, ids: I, policy: ProtectionPolicy) -> Self {
+        LeadService {
+            store,
+            clock,
+            ids,
+            policy,
+        }
+    }
+
+    /// The protection policy.
+    pub fn policy(&self) -> &ProtectionPolicy {
+        &self.policy
+    }
+
+    /// The store (for adapters that need it, e.g. read models).
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Writes the timeline entries and events of a change into the transaction.
+    async fn write_changes(
+        &self,
+        tx: &mut S::Tx,
+        lead: &Lead,
+        actor: &Actor,
+        changes: Changes,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        for entry in changes.timeline {
+            let activity = Activity::system(
+                self.ids.new_id(),
+                lead.id,
+                entry.activity_type,
+                now,
+                actor.user_id().clone(),
+                entry.description,
+                entry.metadata,
+            );
+            tx.insert_activity(&activity).await?;
+        }
+        for (version, event) in changes.events {
+            let ce = event.to_cloud_event(self.ids.new_id(), lead, version, now);
+            tx.append_event(&ce).await?;
+        }
+        Ok(())
+    }
+
+    async fn duplicate_error(
+        &self,
+        tx: &mut S::Tx,
+        actor: &Actor,
+        lead: &Lead,
+        kind: Option<DuplicateKind>,
+    ) -> Result<LeadError, StoreError> {
+        let keys = lead.data.duplicate_keys();
+        let visible = tx.find_duplicate(&keys, Some(lead.id)).await?;
+        let visible = visible.filter(|other| access::can_read(actor, &facts(other)));
+        let kind = kind
+            .or_else(|| {
+                visible
+                    .as_ref()
+                    .and_then(|o| keys.collides_with(&o.data.duplicate_keys()))
+            })
+            .unwrap_or(DuplicateKind::Company);
+        Ok(LeadError::Duplicate {
+            kind,
+            existing: visible.map(Box::new),
+        })
+    }
+
+    /// Creates a lead owned by the caller (SPEC §4.4, §9). Returns the lead and whether the
+    /// response is a replay of an earlier request with the same idempotency key.
+    #[must_use = "the created lead is the response"]
+    pub async fn create(&self, actor: &Actor, cmd: CreateLead) -> Result<(Lead, bool), LeadError> {
+        let now = self.clock.now();
+        let territory = cmd
+            .data
+            .territory()
+            .map_err(|f| LeadError::Validation(vec![f]))?;
+        if !access::can_create(actor, territory) {
+            return Err(LeadError::Forbidden(
+                "you cannot create leads in this territory",
+            ));
+        }
+        if cmd.registered_at.is_some() && !access::can_backdate(actor) {
+            return Err(LeadError::Forbidden("only admins may set registeredAt"));
+        }
+        let mut tx = self.store.begin(actor).await?;
+        if let Some((key, hash)) = &cmd.idempotency
+            && let Some(rec) = tx.idempotency_get(key).await?
+            && now - rec.created_at < IDEMPOTENCY_WINDOW
+        {
+            if &rec.request_hash != hash {
+                return Err(LeadError::IdempotencyMismatch);
+            }
+            let lead = tx.get(rec.lead_id).await?.ok_or(LeadError::NotFound)?;
+            return Ok((lead, true));
+        }
+        let (lead, changes) =
+            Lead::register(self.ids.new_id(), cmd.data, actor, cmd.registered_at, now)?;
+        if tx
+            .find_duplicate(&lead.data.duplicate_keys(), None)
+            .await?
+            .is_some()
+        {
+            return Err(self.duplicate_error(&mut tx, actor, &lead, None).await?);
+        }
+        match tx.insert(&lead).await {
+            Ok(()) => {}
+            Err(WriteError::Duplicate(kind)) => {
+                return Err(LeadError::Duplicate {
+                    kind,
+                    existing: None,
+                });
+            }
+            Err(WriteError::Store(e)) => return Err(e.into()),
+            Err(WriteError::VersionConflict | WriteError::IdempotencyKeyTaken) => {
+                return Err(LeadError::Conflict("concurrent change, retry"));
+            }
+        }
+        if let Some((key, hash)) = &cmd.idempotency {
+            let rec = IdempotencyRecord {
+                request_hash: hash.clone(),
+                lead_id: lead.id,
+                created_at: now,
+            };
+            match tx.idempotency_put(key, &rec).await {
+                Ok(()) => {}
+                Err(WriteError::IdempotencyKeyTaken) => {
+                    return Err(LeadError::Conflict(
+                        "a request with this idempotency key is in progress; retry",
+                    ));
+                }
+                Err(WriteError::Store(e)) => return Err(e.into()),
+                Err(WriteError::Duplicate(kind)) => {
+                    return Err(LeadError::Duplicate {
+                        kind,
+                        existing: None,
+                    });
+                }
+                Err(WriteError::VersionConflict) => {
+                    return Err(LeadError::Conflict("concurrent change, retry"));
+                }
+            }
+        }
+        self.write_changes(&mut tx, &lead, actor, changes, now)
+            .await?;
+        tx.commit().await?;
+        Ok((lead, false))
+    }
+
+    /// A lead the caller may read; deleted leads answer `NotFound`.
+    pub async fn get(&self, actor: &Actor, id: Uuid) -> Result<Lead, LeadError> {
+        let mut tx = self.store.begin(actor).await?;
+        let lead = tx
+            .get(id)
+            .await?
+            .filter(|l| !l.is_deleted())
+            .ok_or(LeadError::NotFound)?;
+        check(actor, &lead, Action::Read, "")?;
+        tx.commit().await?;
+        Ok(lead)
+    }
+
+    /// The leads the caller may read that match the query.
+    pub async fn list(&self, actor: &Actor, query: &LeadQuery) -> Result<Page<Lead>, LeadError> {
+        if !access::may_list_leads(actor) {
+            return Err(LeadError::Forbidden("your role cannot read leads"));
+        }
+        if query.include_deleted && !actor.has_role(freshplan_kernel::Role::Admin) {
+            return Err(LeadError::Forbidden("only admins may list deleted leads"));
+        }
+        if !(1..=200).contains(&query.size) {
+            return Err(LeadError::Validation(vec![FieldError::new(
+                "size",
+                "must be 1-200",
+            )]));
+        }
+        let mut tx = self.store.begin(actor).await?;
+        let page = tx.list(query).await?;
+        tx.commit().await?;
+        Ok(page)
+    }
+
+    /// Loads a lead for a change: visible, not deleted, allowed, and at the expected version.
+    async fn load_for(
+        &self,
+        tx: &mut S::Tx,
+        actor: &Actor,
+        id: Uuid,
+        action: Action,
+        why: &'static str,
+        expected: Option<i64>,
+    ) -> Result<Lead, LeadError> {
+        let lead = tx
+            .get(id)
+            .await?
+            .filter(|l| !l.is_deleted())
+            .ok_or(LeadError::NotFound)?;
+        check(actor, &lead, action, why)?;
+        check_version(&lead, expected)?;
+        Ok(lead)
+    }
+
+    async fn save(
+        &self,
+        mut tx: S::Tx,
+        actor: &Actor,
+        lead: &Lead,
+        old_version: i64,
+        changes: Changes,
+        now: OffsetDateTime,
+    ) -> Result<(), LeadError> {
+        if lead.version != old_version {
+            match tx.update(lead, old_version).await {
+                Ok(()) => {}
+                Err(WriteError::Duplicate(kind)) => {
+                    return Err(LeadError::Duplicate {
+                        kind,
+                        existing: None,
+                    });
+                }
+                Err(WriteError::VersionConflict) => {
+                    return Err(LeadError::PreconditionFailed {
+                        current: old_version + 1,
+                    });
+                }
+                Err(WriteError::IdempotencyKeyTaken) => {
+                    return Err(LeadError::Conflict("concurrent change, retry"));
+                }
+                Err(WriteError::Store(e)) => return Err(e.into()),
+            }
+        }
+        self.write_changes(&mut tx, lead, actor, changes, now)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies a merge patch (SPEC §9). `expected_version` is the `If-Match` version.
+    pub async fn update(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: Option<i64>,
+        patch: LeadPatch,
+    ) -> Result<Lead, LeadError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = self
+            .load_for(
+                &mut tx,
+                actor,
+                id,
+                Action::Update,
+                "only the owner or a manager may change this lead",
+                expected_version,
+            )
+            .await?;
+        let old_version = lead.version;
+        let old_keys = lead.data.duplicate_keys();
+        if patch.collaborator_user_ids.is_some()
+            && !(actor.has_role(freshplan_kernel::Role::Manager)
+                || actor.has_role(freshplan_kernel::Role::Admin)
+                || lead.owner.as_ref() == Some(actor.user_id()))
+        {
+            return Err(LeadError::Forbidden(
+                "only the owner or a manager may change collaborators",
+            ));
+        }
+        let changes = lead.apply_patch(patch, actor, now)?;
+        if !actor.works_in(lead.territory) {
+            return Err(LeadError::Forbidden(
+                "you cannot move a lead into a territory you do not work in",
+            ));
+        }
+        if lead.data.duplicate_keys() != old_keys
+            && tx
+                .find_duplicate(&lead.data.duplicate_keys(), Some(lead.id))
+                .await?
+                .is_some()
+        {
+            return Err(self.duplicate_error(&mut tx, actor, &lead, None).await?);
+        }
+        self.save(tx, actor, &lead, old_version, changes, now)
+            .await?;
+        Ok(lead)
+    }
+
+    /// Soft-deletes a lead (SPEC §4.6).
+    pub async fn delete(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<(), LeadError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = self
+            .load_for(
+                &mut tx,
+                actor,
+                id,
+                Action::Delete,
+                "only the owner or a manager may delete this lead",
+                expected_version,
+            )
+            .await?;
+        let old_version = lead.version;
+        let changes = lead.soft_delete(actor, now)?;
+        self.save(tx, actor, &lead, old_version, changes, now).await
+    }
+
+    /// Reassigns the owner (managers in their territories, admins).
+    pub async fn reassign(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: Option<i64>,
+        new_owner: UserId,
+    ) -> Result<Lead, LeadError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = self
+            .load_for(
+                &mut tx,
+                actor,
+                id,
+                Action::Reassign,
+                "only managers and admins may reassign leads",
+                expected_version,
+            )
+            .await?;
+        let old_version = lead.version;
+        let changes = lead.reassign(new_owner, actor, now)?;
+        self.save(tx, actor, &lead, old_version, changes, now)
+            .await?;
+        Ok(lead)
+    }
+
+    /// Stops the protection clock.
+    pub async fn stop_clock(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: Option<i64>,
+        reason: &str,
+    ) -> Result<Lead, LeadError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = self
+            .load_for(
+                &mut tx,
+                actor,
+                id,
+                Action::ManageProtection,
+                "only managers and admins may stop the clock",
+                expected_version,
+            )
+            .await?;
+        let old_version = lead.version;
+        let changes = lead.stop_clock(reason, actor, now)?;
+        self.save(tx, actor, &lead, old_version, changes, now)
+            .await?;
+        Ok(lead)
+    }
+
+    /// Resumes the protection clock.
+    pub async fn resume_clock(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: Option<i64>,
+    ) -> Result<Lead, LeadError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = self
+            .load_for(
+                &mut tx,
+                actor,
+                id,
+                Action::ManageProtection,
+                "only managers and admins may resume the clock",
+                expected_version,
+            )
+            .await?;
+        let old_version = lead.version;
+        let changes = lead.resume_clock(actor, now)?;
+        self.save(tx, actor, &lead, old_version, changes, now)
+            .await?;
+        Ok(lead)
+    }
+
+    /// Logs a user activity (SPEC §5) and applies its effects.
+    pub async fn log_activity(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        cmd: LogActivity,
+    ) -> Result<(Activity, Lead), LeadError> {
+        let now = self.clock.now();
+        if !cmd.activity_type.is_user_loggable() {
+            return Err(LeadError::Validation(vec![FieldError::new(
+                "type",
+                format!(
+                    "{} is written by the system only",
+                    cmd.activity_type.as_str()
+                ),
+            )]));
+        }
+        let occurred_at = cmd.occurred_at.unwrap_or(now);
+        if occurred_at > now {
+            return Err(LeadError::Validation(vec![FieldError::new(
+                "occurredAt",
+                "must not be in the future",
+            )]));
+        }
+        let description = validate_description(cmd.description.as_deref())
+            .map_err(|f| LeadError::Validation(vec![f]))?;
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = self
+            .load_for(
+                &mut tx,
+                actor,
+                id,
+                Action::LogActivity,
+                "your role cannot log activities on this lead",
+                None,
+            )
+            .await?;
+        let old_version = lead.version;
+        let activity = Activity {
+            id: self.ids.new_id(),
+            lead_id: lead.id,
+            activity_type: cmd.activity_type,
+            occurred_at,
+            description,
+            user_id: actor.user_id().clone(),
+            meaningful_contact: cmd.activity_type.is_meaningful_contact(),
+            metadata: serde_json::json!({}),
+            created_at: now,
+        };
+        let mut changes = lead.record_activity(cmd.activity_type, occurred_at, actor, now);
+        tx.insert_activity(&activity).await?;
+        changes.events.insert(
+            0,
+            (
+                lead.version,
+                LeadEvent::ActivityLogged(Box::new(activity.clone())),
+            ),
+        );
+        self.save(tx, actor, &lead, old_version, changes, now)
+            .await?;
+        Ok((activity, lead))
+    }
+
+    /// A lead's timeline, newest first.
+    pub async fn activities(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        page: u32,
+        size: u32,
+    ) -> Result<Page<Activity>, LeadError> {
+        let mut tx = self.store.begin(actor).await?;
+        let lead = tx
+            .get(id)
+            .await?
+            .filter(|l| !l.is_deleted())
+            .ok_or(LeadError::NotFound)?;
+        check(actor, &lead, Action::Read, "")?;
+        let page = tx.list_activities(id, page, size).await?;
+        tx.commit().await?;
+        Ok(page)
+    }
+
+    /// Withdraws a lead's email consent (the verified unsubscribe link), as the system.
+    pub async fn withdraw_consent(&self, lead_id: Uuid) -> Result<Lead, LeadError> {
+        let now = self.clock.now();
+        let system = Actor::system();
+        let mut tx = self.store.begin(&system).await?;
+        let mut lead = tx.get(lead_id).await?.ok_or(LeadError::NotFound)?;
+        let old_version = lead.version;
+        let changes = lead.withdraw_consent(&system, now);
+        self.save(tx, &system, &lead, old_version, changes, now)
+            .await?;
+        Ok(lead)
+    }
+
+    /// One batch of the protection sweep as the system actor: every due lead gets all its due
+    /// transitions, each with a timeline entry and an event, in one transaction.
+    pub async fn sweep_batch(&self, limit: u32) -> Result<SweepReport, LeadError> {
+        let now = self.clock.now();
+        let system = Actor::system();
+        let mut tx = self.store.begin(&system).await?;
+        let due = tx.due_for_sweep(now, limit).await?;
+        let mut report = SweepReport::default();
+        for mut lead in due {
+            report.examined += 1;
+            let old_version = lead.version;
+            let changes = lead.sweep(now, &self.policy);
+            if changes.is_empty() {
+                continue;
+            }
+            report.transitions += u32::try_from(lead.version - old_version).unwrap_or(0);
+            match tx.update(&lead, old_version).await {
+                Ok(()) => {}
+                Err(WriteError::Store(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(LeadError::Conflict(
+                        "concurrent change during the sweep, retry",
+                    ));
+                }
+            }
+            self.write_changes(&mut tx, &lead, &system, changes, now)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Runs the sweep until no due lead is left.
+    pub async fn sweep(&self, batch: u32) -> Result<SweepReport, LeadError> {
+        let mut total = SweepReport::default();
+        loop {
+            let r = self.sweep_batch(batch).await?;
+            total.examined += r.examined;
+            total.transitions += r.transitions;
+            if r.transitions == 0 || r.examined < batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The CloudEvent forms of a lead's events, for adapters that replay (kept here so the
+    /// envelope is built in one place).
+    pub fn envelope(&self, event: &LeadEvent, lead: &Lead, version: i64) -> CloudEvent {
+        event.to_cloud_event(self.ids.new_id(), lead, version, self.clock.now())
+    }
+
+    /// The territory a country code belongs to (for callers validating input early).
+    pub fn territory_of(country_code: &str) -> Result<TerritoryId, LeadError> {
+        freshplan_territory::territory_for_country(country_code)
+            .map_err(|e| LeadError::Validation(vec![FieldError::new("countryCode", e.to_string())]))
+    }
+}

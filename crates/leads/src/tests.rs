@@ -1,0 +1,670 @@
+//! Use-case tests of `LeadService` on the in-memory adapters, and properties of the aggregate.
+
+use proptest::prelude::*;
+use time::macros::datetime;
+use time::{Duration, OffsetDateTime};
+
+use freshplan_kernel::testing::SequentialIds;
+use freshplan_kernel::{Actor, FixedClock, Role, TerritoryId, UserId};
+
+use crate::activity::ActivityType;
+use crate::duplicates::DuplicateKind;
+use crate::lead::{Lead, LeadData, LeadPatch};
+use crate::memory::{InMemoryLeadStore, block_on};
+use crate::model::{CompanyName, Email};
+use crate::ports::LeadQuery;
+use crate::protection::{ProtectionPolicy, SweepFacts, next_due, next_transition};
+use crate::service::{CreateLead, LeadError, LeadService, LogActivity};
+use crate::status::{LeadStatus, TransitionError};
+use crate::testing::{duration_up_to, instant, lead_data};
+
+const T0: OffsetDateTime = datetime!(2026-03-02 09:00 UTC);
+
+type Svc = LeadService<InMemoryLeadStore, std::sync::Arc<FixedClock>, SequentialIds>;
+
+fn setup() -> (Svc, InMemoryLeadStore, std::sync::Arc<FixedClock>) {
+    let store = InMemoryLeadStore::default();
+    let clock = std::sync::Arc::new(FixedClock::new(T0));
+    (
+        LeadService::new(
+            store.clone(),
+            clock.clone(),
+            SequentialIds::default(),
+            ProtectionPolicy::default(),
+        ),
+        store,
+        clock,
+    )
+}
+
+fn u(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+fn rep(name: &str) -> Actor {
+    Actor::new(u(name), [Role::Sales], [TerritoryId::De])
+}
+fn manager() -> Actor {
+    Actor::new(u("manager"), [Role::Manager], [TerritoryId::De])
+}
+fn admin() -> Actor {
+    Actor::new(u("admin"), [Role::Admin], [])
+}
+fn data(name: &str) -> LeadData {
+    LeadData::new(CompanyName::parse(name).unwrap(), "DE").unwrap()
+}
+fn create(svc: &Svc, actor: &Actor, d: LeadData) -> Result<Lead, LeadError> {
+    block_on(svc.create(
+        actor,
+        CreateLead {
+            data: d,
+            registered_at: None,
+            idempotency: None,
+        },
+    ))
+    .map(|r| r.0)
+}
+fn types(store: &InMemoryLeadStore) -> Vec<String> {
+    store.events().into_iter().map(|e| e.event_type).collect()
+}
+
+#[test]
+fn create_writes_lead_timeline_and_event_together() {
+    let (svc, store, _) = setup();
+    let lead = create(&svc, &rep("r1"), data("Gasthaus Post")).unwrap();
+    assert_eq!(lead.status, LeadStatus::Registered);
+    assert_eq!(lead.version, 1);
+    assert_eq!(lead.registered_at, T0);
+    assert_eq!(types(&store), ["lead.created.v1"]);
+    assert_eq!(store.activities()[0].activity_type, ActivityType::Created);
+    let ev = &store.events()[0];
+    assert_eq!(ev.subject.as_deref(), Some(lead.id.to_string().as_str()));
+    assert_eq!(ev.data["territory"], "DE");
+}
+
+#[test]
+fn create_in_foreign_territory_or_as_viewer_is_forbidden() {
+    let (svc, store, _) = setup();
+    let ch = LeadData::new(CompanyName::parse("Beizli").unwrap(), "CH").unwrap();
+    assert!(matches!(
+        create(&svc, &rep("r1"), ch),
+        Err(LeadError::Forbidden(_))
+    ));
+    let viewer = Actor::new(u("v"), [Role::Viewer], [TerritoryId::De]);
+    assert!(matches!(
+        create(&svc, &viewer, data("X")),
+        Err(LeadError::Forbidden(_))
+    ));
+    assert!(store.leads().is_empty() && store.events().is_empty());
+}
+
+#[test]
+fn backdating_is_admin_only() {
+    let (svc, _, _) = setup();
+    let cmd = |d| CreateLead {
+        data: d,
+        registered_at: Some(T0 - Duration::days(30)),
+        idempotency: None,
+    };
+    assert!(matches!(
+        block_on(svc.create(&manager(), cmd(data("A")))),
+        Err(LeadError::Forbidden(_))
+    ));
+    let (lead, _) = block_on(svc.create(&admin(), cmd(data("B")))).unwrap();
+    assert_eq!(lead.registered_at, T0 - Duration::days(30));
+}
+
+#[test]
+fn duplicates_are_409_and_named_only_when_visible() {
+    let (svc, store, _) = setup();
+    let mut d = data("Hotel Adler GmbH");
+    d.email = Some(Email::parse("info@adler.de").unwrap());
+    let first = create(&svc, &rep("r1"), d).unwrap();
+    // another rep cannot see it: 409 without details
+    let mut d2 = data("Other");
+    d2.email = Some(Email::parse("INFO@adler.de ").unwrap());
+    match create(&svc, &rep("r2"), d2.clone()) {
+        Err(LeadError::Duplicate {
+            kind: DuplicateKind::Email,
+            existing: None,
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // a manager can: named
+    match create(&svc, &manager(), d2) {
+        Err(LeadError::Duplicate {
+            existing: Some(l), ..
+        }) => assert_eq!(l.id, first.id),
+        other => panic!("{other:?}"),
+    }
+    // company + postal code + country
+    let mut a = data("Kantine Nord");
+    a.postal_code = Some("10115".into());
+    create(&svc, &rep("r1"), a).unwrap();
+    let mut b = data("kantine  nord AG");
+    b.postal_code = Some("10115".into());
+    assert!(matches!(
+        create(&svc, &rep("r3"), b),
+        Err(LeadError::Duplicate {
+            kind: DuplicateKind::Company,
+            ..
+        })
+    ));
+    assert_eq!(store.leads().len(), 2);
+}
+
+#[test]
+fn deleted_leads_no_longer_block_duplicates_and_answer_404() {
+    let (svc, _, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    block_on(svc.delete(&r, lead.id, Some(1))).unwrap();
+    assert!(matches!(
+        block_on(svc.get(&r, lead.id)),
+        Err(LeadError::NotFound)
+    ));
+    create(&svc, &r, data("Alpha")).unwrap();
+    let page = block_on(svc.list(
+        &admin(),
+        &LeadQuery {
+            include_deleted: true,
+            ..LeadQuery::default()
+        },
+    ))
+    .unwrap();
+    assert_eq!(page.total, 2);
+    let page = block_on(svc.list(&admin(), &LeadQuery::default())).unwrap();
+    assert_eq!(page.total, 1);
+    assert!(matches!(
+        block_on(svc.list(
+            &manager(),
+            &LeadQuery {
+                include_deleted: true,
+                ..LeadQuery::default()
+            }
+        )),
+        Err(LeadError::Forbidden(_))
+    ));
+}
+
+#[test]
+fn idempotency_key_replays_and_rejects_other_bodies() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let cmd = |hash: &str, name: &str| CreateLead {
+        data: data(name),
+        registered_at: None,
+        idempotency: Some(("k1".into(), hash.into())),
+    };
+    let (a, replay_a) = block_on(svc.create(&r, cmd("h1", "Alpha"))).unwrap();
+    let (b, replay_b) = block_on(svc.create(&r, cmd("h1", "Alpha"))).unwrap();
+    assert!(!replay_a && replay_b);
+    assert_eq!(a.id, b.id);
+    assert!(matches!(
+        block_on(svc.create(&r, cmd("h2", "Beta"))),
+        Err(LeadError::IdempotencyMismatch)
+    ));
+    assert_eq!(store.leads().len(), 1);
+    assert_eq!(store.events().len(), 1);
+}
+
+#[test]
+fn sales_sees_only_own_or_collaborating_leads() {
+    let (svc, _, _) = setup();
+    let r1 = rep("r1");
+    let r2 = rep("r2");
+    let lead = create(&svc, &r1, data("Alpha")).unwrap();
+    create(&svc, &r2, data("Beta")).unwrap();
+    assert!(matches!(
+        block_on(svc.get(&r2, lead.id)),
+        Err(LeadError::NotFound)
+    ));
+    assert_eq!(
+        block_on(svc.list(&r2, &LeadQuery::default()))
+            .unwrap()
+            .total,
+        1
+    );
+    // add r2 as collaborator: can read and log activities, not update
+    let patch = LeadPatch {
+        collaborator_user_ids: Some([u("r2")].into()),
+        ..LeadPatch::default()
+    };
+    block_on(svc.update(&r1, lead.id, Some(1), patch)).unwrap();
+    assert!(block_on(svc.get(&r2, lead.id)).is_ok());
+    block_on(svc.log_activity(
+        &r2,
+        lead.id,
+        LogActivity {
+            activity_type: ActivityType::Call,
+            occurred_at: None,
+            description: None,
+        },
+    ))
+    .unwrap();
+    let patch = LeadPatch {
+        city: Some(Some("Berlin".into())),
+        ..LeadPatch::default()
+    };
+    assert!(matches!(
+        block_on(svc.update(&r2, lead.id, None, patch)),
+        Err(LeadError::Forbidden(_))
+    ));
+}
+
+#[test]
+fn patch_changes_fields_bumps_version_and_checks_if_match() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    let patch = LeadPatch {
+        city: Some(Some("Köln".into())),
+        ..LeadPatch::default()
+    };
+    let updated = block_on(svc.update(&r, lead.id, Some(1), patch.clone())).unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.data.city.as_deref(), Some("Köln"));
+    assert!(matches!(
+        block_on(svc.update(&r, lead.id, Some(1), patch)),
+        Err(LeadError::PreconditionFailed { current: 2 })
+    ));
+    // clearing with null
+    let clear = LeadPatch {
+        city: Some(None),
+        ..LeadPatch::default()
+    };
+    let cleared = block_on(svc.update(&r, lead.id, Some(2), clear)).unwrap();
+    assert_eq!(cleared.data.city, None);
+    assert_eq!(
+        types(&store),
+        ["lead.created.v1", "lead.updated.v1", "lead.updated.v1"]
+    );
+    // a no-op patch changes nothing
+    let same = block_on(svc.update(&r, lead.id, Some(3), LeadPatch::default())).unwrap();
+    assert_eq!(same.version, 3);
+}
+
+#[test]
+fn invalid_transition_is_refused_and_changes_nothing() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    let patch = LeadPatch {
+        status: Some(LeadStatus::Converted),
+        city: Some(Some("X".into())),
+        ..LeadPatch::default()
+    };
+    assert!(matches!(
+        block_on(svc.update(&r, lead.id, Some(1), patch)),
+        Err(LeadError::Transition(TransitionError::NotAllowed { .. }))
+    ));
+    let after = block_on(svc.get(&r, lead.id)).unwrap();
+    assert_eq!(after, lead);
+    assert_eq!(store.events().len(), 1);
+}
+
+#[test]
+fn status_change_emits_status_event_with_reason() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    let patch = LeadPatch {
+        status: Some(LeadStatus::Qualified),
+        ..LeadPatch::default()
+    };
+    let q = block_on(svc.update(&r, lead.id, Some(1), patch)).unwrap();
+    assert_eq!(q.status, LeadStatus::Qualified);
+    let ev = store.events().pop().unwrap();
+    assert_eq!(ev.event_type, "lead.status.changed.v1");
+    assert_eq!(ev.data["oldStatus"], "REGISTERED");
+    assert_eq!(ev.data["newStatus"], "QUALIFIED");
+}
+
+#[test]
+fn meaningful_contact_activates_and_reactivates() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    let note = LogActivity {
+        activity_type: ActivityType::Note,
+        occurred_at: None,
+        description: Some("internal".into()),
+    };
+    let (_, l) = block_on(svc.log_activity(&r, lead.id, note)).unwrap();
+    assert_eq!(l.status, LeadStatus::Registered);
+    assert_eq!(l.last_meaningful_contact_at, None);
+    assert_eq!(l.last_activity_at, Some(T0));
+    let call = LogActivity {
+        activity_type: ActivityType::Call,
+        occurred_at: Some(T0 - Duration::hours(1)),
+        description: None,
+    };
+    let (a, l) = block_on(svc.log_activity(&r, lead.id, call)).unwrap();
+    assert!(a.meaningful_contact);
+    assert_eq!(l.status, LeadStatus::Active);
+    assert_eq!(l.last_meaningful_contact_at, Some(T0 - Duration::hours(1)));
+    assert_eq!(l.last_activity_at, Some(T0), "max with the existing value");
+    // 60 days later: reminder; a contact reactivates
+    clock.advance(Duration::days(61));
+    let rep_ = block_on(svc.sweep(100)).unwrap();
+    assert_eq!(rep_.transitions, 1);
+    let l = block_on(svc.get(&r, lead.id)).unwrap();
+    assert_eq!(l.status, LeadStatus::Reminder);
+    let meeting = LogActivity {
+        activity_type: ActivityType::Meeting,
+        occurred_at: None,
+        description: None,
+    };
+    let (_, l) = block_on(svc.log_activity(&r, lead.id, meeting)).unwrap();
+    assert_eq!(l.status, LeadStatus::Active);
+    assert_eq!(l.protection.grace_until, None);
+    assert!(
+        store
+            .activities()
+            .iter()
+            .any(|a| a.activity_type == ActivityType::Reactivated)
+    );
+    assert!(types(&store).contains(&"lead.protection.reminder.v1".to_owned()));
+}
+
+#[test]
+fn system_activity_types_and_future_times_are_refused() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    let bad = LogActivity {
+        activity_type: ActivityType::FollowupSent,
+        occurred_at: None,
+        description: None,
+    };
+    assert!(matches!(
+        block_on(svc.log_activity(&r, lead.id, bad)),
+        Err(LeadError::Validation(_))
+    ));
+    let future = LogActivity {
+        activity_type: ActivityType::Call,
+        occurred_at: Some(T0 + Duration::minutes(1)),
+        description: None,
+    };
+    assert!(matches!(
+        block_on(svc.log_activity(&r, lead.id, future)),
+        Err(LeadError::Validation(_))
+    ));
+    let long = LogActivity {
+        activity_type: ActivityType::Call,
+        occurred_at: None,
+        description: Some("x".repeat(2001)),
+    };
+    assert!(matches!(
+        block_on(svc.log_activity(&r, lead.id, long)),
+        Err(LeadError::Validation(_))
+    ));
+    assert_eq!(store.activities().len(), 1);
+}
+
+#[test]
+fn protection_runs_6_60_10_to_expiry() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    // day 59: nothing; day 60: reminder
+    clock.set(T0 + Duration::days(60) - Duration::seconds(1));
+    assert_eq!(block_on(svc.sweep(10)).unwrap().transitions, 0);
+    clock.set(T0 + Duration::days(60));
+    assert_eq!(block_on(svc.sweep(10)).unwrap().transitions, 1);
+    let l = block_on(svc.get(&r, lead.id)).unwrap();
+    assert_eq!(l.status, LeadStatus::Reminder);
+    assert_eq!(l.protection.grace_until, Some(T0 + Duration::days(70)));
+    // grace passes: expired, owner released, manager still sees it
+    clock.set(T0 + Duration::days(70));
+    block_on(svc.sweep(10)).unwrap();
+    let l = block_on(svc.get(&manager(), lead.id)).unwrap();
+    assert_eq!(l.status, LeadStatus::Expired);
+    assert_eq!(l.owner, None);
+    assert!(types(&store).contains(&"lead.protection.expired.v1".to_owned()));
+    // manager reopens with a new owner: protection restarts
+    let patch = LeadPatch {
+        status: Some(LeadStatus::Active),
+        owner_user_id: Some(u("r9")),
+        ..LeadPatch::default()
+    };
+    assert!(matches!(
+        block_on(svc.update(&r, lead.id, None, patch.clone())),
+        Err(LeadError::NotFound)
+    ));
+    let l = block_on(svc.update(&manager(), lead.id, None, patch)).unwrap();
+    assert_eq!(l.owner, Some(u("r9")));
+    assert_eq!(l.registered_at, T0 + Duration::days(70));
+}
+
+#[test]
+fn protection_ends_after_six_months_with_grace() {
+    let (svc, _, clock) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    // keep contacting every 50 days so no reminder happens
+    for k in 1..=3 {
+        clock.set(T0 + Duration::days(50 * k));
+        block_on(svc.sweep(10)).unwrap();
+        block_on(svc.log_activity(
+            &r,
+            lead.id,
+            LogActivity {
+                activity_type: ActivityType::Call,
+                occurred_at: None,
+                description: None,
+            },
+        ))
+        .unwrap();
+    }
+    let protected_until = datetime!(2026-09-02 09:00 UTC);
+    clock.set(protected_until - Duration::seconds(1));
+    block_on(svc.sweep(10)).unwrap();
+    assert_eq!(
+        block_on(svc.get(&r, lead.id)).unwrap().status,
+        LeadStatus::Active
+    );
+    clock.set(protected_until);
+    block_on(svc.sweep(10)).unwrap();
+    let l = block_on(svc.get(&r, lead.id)).unwrap();
+    assert_eq!(l.status, LeadStatus::GracePeriod);
+    assert_eq!(
+        l.protection.grace_until,
+        Some(protected_until + Duration::days(10))
+    );
+}
+
+#[test]
+fn stop_the_clock_pauses_transitions_and_extends_windows() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    assert!(matches!(
+        block_on(svc.stop_clock(&r, lead.id, None, "holiday")),
+        Err(LeadError::Forbidden(_))
+    ));
+    clock.set(T0 + Duration::days(10));
+    let l = block_on(svc.stop_clock(&manager(), lead.id, Some(1), "Betriebsferien")).unwrap();
+    assert!(l.protection.clock_stopped_at.is_some());
+    assert!(matches!(
+        block_on(svc.stop_clock(&manager(), lead.id, None, "again")),
+        Err(LeadError::Conflict(_))
+    ));
+    // while stopped nothing happens, and only closing moves are allowed
+    clock.set(T0 + Duration::days(100));
+    assert_eq!(block_on(svc.sweep(10)).unwrap().transitions, 0);
+    let to_active = LeadPatch {
+        status: Some(LeadStatus::Active),
+        ..LeadPatch::default()
+    };
+    assert!(matches!(
+        block_on(svc.update(&r, lead.id, None, to_active)),
+        Err(LeadError::Transition(TransitionError::ClockStopped))
+    ));
+    let l = block_on(svc.resume_clock(&manager(), lead.id, None)).unwrap();
+    assert_eq!(l.protection.paused_seconds, 90 * 86_400);
+    assert_eq!(
+        l.protected_until(svc.policy()),
+        datetime!(2026-09-02 09:00 UTC) + Duration::days(90)
+    );
+    // the 60-day window moved by 90 days: reminder at day 150, not before
+    clock.set(T0 + Duration::days(150) - Duration::seconds(1));
+    assert_eq!(block_on(svc.sweep(10)).unwrap().transitions, 0);
+    clock.set(T0 + Duration::days(150));
+    assert_eq!(block_on(svc.sweep(10)).unwrap().transitions, 1);
+    assert!(
+        store
+            .activities()
+            .iter()
+            .any(|a| a.activity_type == ActivityType::ClockResumed)
+    );
+}
+
+#[test]
+fn reassign_is_manager_only_and_emits_owner_changed() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    assert!(matches!(
+        block_on(svc.reassign(&r, lead.id, None, u("r2"))),
+        Err(LeadError::Forbidden(_))
+    ));
+    let l = block_on(svc.reassign(&manager(), lead.id, Some(1), u("r2"))).unwrap();
+    assert_eq!(l.owner, Some(u("r2")));
+    assert!(matches!(
+        block_on(svc.get(&r, lead.id)),
+        Err(LeadError::NotFound)
+    ));
+    assert_eq!(types(&store).last().unwrap(), "lead.owner.changed.v1");
+}
+
+#[test]
+fn unsubscribe_withdraws_consent_once() {
+    let (svc, store, _) = setup();
+    let mut d = data("Alpha");
+    d.email_consent = true;
+    let lead = create(&svc, &rep("r1"), d).unwrap();
+    assert_eq!(lead.email_consent_at, Some(T0));
+    let l = block_on(svc.withdraw_consent(lead.id)).unwrap();
+    assert!(!l.data.email_consent);
+    let again = block_on(svc.withdraw_consent(lead.id)).unwrap();
+    assert_eq!(again.version, l.version);
+    assert_eq!(
+        store
+            .activities()
+            .iter()
+            .filter(|a| a.activity_type == ActivityType::Unsubscribed)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn idempotency_keys_of_a_changes_events_are_distinct() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    clock.set(T0 + Duration::days(400));
+    block_on(svc.sweep(10)).unwrap(); // GRACE_PERIOD then EXPIRED in one sweep
+    let l = block_on(svc.get(&admin(), lead.id)).unwrap();
+    assert_eq!(l.status, LeadStatus::Expired);
+    let keys: std::collections::HashSet<_> =
+        store.events().iter().map(|e| e.idempotencykey).collect();
+    assert_eq!(keys.len(), store.events().len());
+}
+
+fn swept(mut lead: Lead, now: OffsetDateTime, policy: &ProtectionPolicy) -> Lead {
+    lead.sweep(now, policy);
+    lead
+}
+
+fn arbitrary_lead() -> impl Strategy<Value = (Lead, Vec<(i64, i64)>)> {
+    // A lead registered at some instant, then a schedule of (offset seconds, action) steps.
+    (
+        lead_data(),
+        instant(),
+        proptest::collection::vec((0i64..200 * 86_400, 0i64..4), 0..8),
+    )
+        .prop_map(|(d, at, steps)| {
+            let (lead, _) = Lead::register(uuid::Uuid::nil(), d, &rep("r1"), None, at).unwrap();
+            (lead, steps)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn sweep_is_idempotent((lead, _) in arbitrary_lead(), later in duration_up_to(500)) {
+        let policy = ProtectionPolicy::default();
+        let now = lead.registered_at + later;
+        let once = swept(lead, now, &policy);
+        let twice = swept(once.clone(), now, &policy);
+        prop_assert_eq!(once, twice);
+    }
+
+    #[test]
+    fn paused_seconds_never_decrease_and_expiry_respects_windows((lead, steps) in arbitrary_lead()) {
+        let policy = ProtectionPolicy::default();
+        let m = manager();
+        let mut lead = lead;
+        let mut now = lead.registered_at;
+        let mut paused = 0;
+        for (offset, action) in steps {
+            now += Duration::seconds(offset);
+            let before = lead.clone();
+            match action {
+                0 => { let _ = lead.stop_clock("pause", &m, now); }
+                1 => { let _ = lead.resume_clock(&m, now); }
+                2 => { lead.record_activity(ActivityType::Call, now, &m, now); }
+                _ => {}
+            }
+            lead.sweep(now, &policy);
+            prop_assert!(lead.protection.paused_seconds >= paused);
+            paused = lead.protection.paused_seconds;
+            if lead.status == LeadStatus::GracePeriod && before.status != LeadStatus::GracePeriod {
+                // protection-end grace never starts before protectedUntil, unless from a reminder
+                prop_assert!(now >= lead.protected_until(&policy) || before.status == LeadStatus::Reminder || before.status == LeadStatus::Registered || before.status == LeadStatus::Active);
+                prop_assert!(now >= lead.protected_until(&policy));
+            }
+            if lead.status == LeadStatus::Expired && before.status != LeadStatus::Expired {
+                // expiry only after a grace window, and via GRACE_PERIOD never before protectedUntil
+                prop_assert!(now >= before.protection.grace_until.unwrap_or(now));
+                prop_assert!(lead.owner.is_none());
+                if before.status == LeadStatus::GracePeriod || before.status == LeadStatus::Registered || before.status == LeadStatus::Active {
+                    prop_assert!(now >= lead.protected_until(&policy));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn next_due_is_exactly_when_a_transition_becomes_due((lead, _) in arbitrary_lead(), later in duration_up_to(400)) {
+        let policy = ProtectionPolicy::default();
+        let lead = swept(lead.clone(), lead.registered_at + later, &policy);
+        let facts = SweepFacts { status: lead.status, registered_at: lead.registered_at, last_meaningful_contact_at: lead.last_meaningful_contact_at, protection: &lead.protection };
+        match next_due(&facts, &policy) {
+            Some(due) => {
+                prop_assert!(next_transition(&facts, due - Duration::seconds(1), &policy).is_none() || due - Duration::seconds(1) < lead.registered_at + later);
+                prop_assert!(next_transition(&facts, due, &policy).is_some());
+            }
+            None => prop_assert!(next_transition(&facts, lead.registered_at + later + Duration::days(3650), &policy).is_none()),
+        }
+    }
+
+    #[test]
+    fn service_never_lets_a_stranger_rep_read_or_change(d in lead_data()) {
+        prop_assume!(d.territory().unwrap() == TerritoryId::De);
+        let (svc, store, _) = setup();
+        let owner = rep("owner");
+        let lead = create(&svc, &owner, d).unwrap();
+        let stranger = rep("stranger");
+        prop_assert!(matches!(block_on(svc.get(&stranger, lead.id)), Err(LeadError::NotFound)));
+        let patch = LeadPatch { city: Some(None), ..LeadPatch::default() };
+        prop_assert!(matches!(block_on(svc.update(&stranger, lead.id, None, patch)), Err(LeadError::NotFound)));
+        prop_assert!(matches!(block_on(svc.delete(&stranger, lead.id, None)), Err(LeadError::NotFound)));
+        let call = LogActivity { activity_type: ActivityType::Call, occurred_at: None, description: None };
+        prop_assert!(matches!(block_on(svc.log_activity(&stranger, lead.id, call)), Err(LeadError::NotFound)));
+        prop_assert_eq!(block_on(svc.list(&stranger, &LeadQuery::default())).unwrap().total, 0);
+        prop_assert_eq!(store.events().len(), 1);
+    }
+}
