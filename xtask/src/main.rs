@@ -1,3 +1,65 @@
-//! `cargo xtask` — project automation.
+//! `cargo xtask` — project automation (the alias lives in `.cargo/config.toml`).
+//!
+//! `cargo xtask --help` lists the commands.
 
-fn main() {}
+// xtask is, with `app`, one of the two places allowed to read the environment (STYLE.md);
+// clippy.toml forbids `std::env::var` everywhere else.
+#![allow(clippy::disallowed_methods)]
+
+mod pg;
+mod test;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "FreshPlan Leads project automation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check the architecture invariants: lint and dependency inheritance, and that the domain
+    /// crates depend on pure crates only.
+    Tidy,
+    /// Provide PostgreSQL (DATABASE_URL, 127.0.0.1:5432 or a private server; FRESHPLAN_PG=private
+    /// forces the latter) and run every test of the workspace, doctests included.
+    Test {
+        /// Extra arguments for the test runner, e.g. a test name filter.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    let result = match cli.command {
+        Cmd::Tidy => tidy::run(&root),
+        Cmd::Test { args } => test::run(&root, &args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub(crate) fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_owned()
+}
