@@ -156,6 +156,7 @@ pub struct IdempotencyRecord {
 
 /// Opens units of work. The actor's context is bound to the transaction (the Postgres adapter
 /// sets it with `set_config(…, true)` so row-level security applies).
+#[cfg_attr(feature = "mocks", mockall::automock(type Tx = MockLeadTx;))]
 pub trait LeadStore: Send + Sync + 'static {
     /// The unit of work.
     type Tx: LeadTx;
@@ -165,6 +166,7 @@ pub trait LeadStore: Send + Sync + 'static {
 }
 
 /// One transaction: repository, timeline and outbox. Dropping it without `commit` rolls back.
+#[cfg_attr(feature = "mocks", mockall::automock)]
 pub trait LeadTx: Send {
     /// A lead by id, locked for update, including soft-deleted ones; `None` when missing or not
     /// visible to the actor.
