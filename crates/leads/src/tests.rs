@@ -676,12 +676,31 @@ fn a_store_failure_surfaces_as_store_error_and_nothing_is_committed() {
     let mut store = MockLeadStore::new();
     store.expect_begin().returning(|_| {
         let mut tx = MockLeadTx::new();
-        tx.expect_find_duplicate().returning(|_, _| Box::pin(async { Ok(None) }));
-        tx.expect_insert().returning(|_| Box::pin(async { Err(crate::ports::WriteError::Store(StoreError::msg("connection reset"))) }));
+        tx.expect_find_duplicate()
+            .returning(|_, _| Box::pin(async { Ok(None) }));
+        tx.expect_insert().returning(|_| {
+            Box::pin(async {
+                Err(crate::ports::WriteError::Store(StoreError::msg(
+                    "connection reset",
+                )))
+            })
+        });
         tx.expect_commit().never();
         Box::pin(async move { Ok(tx) })
     });
-    let svc = LeadService::new(store, FixedClock::new(T0), SequentialIds::default(), ProtectionPolicy::default());
-    let r = block_on(svc.create(&rep("r1"), CreateLead { data: data("Alpha"), registered_at: None, idempotency: None }));
+    let svc = LeadService::new(
+        store,
+        FixedClock::new(T0),
+        SequentialIds::default(),
+        ProtectionPolicy::default(),
+    );
+    let r = block_on(svc.create(
+        &rep("r1"),
+        CreateLead {
+            data: data("Alpha"),
+            registered_at: None,
+            idempotency: None,
+        },
+    ));
     assert!(matches!(r, Err(LeadError::Store(_))));
 }
