@@ -1,0 +1,69 @@
+//! Configuration from the environment (SPEC §11). The only place that reads it.
+
+use anyhow::Context;
+
+/// The service configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `FRESHPLAN_BIND` (default `127.0.0.1:8080`).
+    pub bind: String,
+    /// `FRESHPLAN_AUTH_HS256_SECRET`.
+    pub hs256_secret: Option<String>,
+    /// `FRESHPLAN_AUTH_JWKS`: a JWKS file path (or inline JSON starting with `{`).
+    pub jwks: Option<String>,
+    /// `FRESHPLAN_AUTH_ISSUER`.
+    pub issuer: Option<String>,
+    /// `FRESHPLAN_AUTH_AUDIENCE`.
+    pub audience: Option<String>,
+    /// `FRESHPLAN_POOL_SIZE` (default 16).
+    pub pool_size: u32,
+    /// `FRESHPLAN_LOG_FORMAT` = `text` | `json`.
+    pub log_json: bool,
+    /// `FRESHPLAN_WORKERS` (default: the number of cores).
+    pub workers: Option<usize>,
+}
+
+fn var(name: &str) -> Option<String> {
+    #[allow(clippy::disallowed_methods)] // app is where configuration is read
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl Config {
+    /// Reads the environment.
+    pub fn from_env() -> anyhow::Result<Config> {
+        Ok(Config {
+            database_url: var("DATABASE_URL").context(
+                "DATABASE_URL is not set (cargo xtask demo starts a private PostgreSQL for you)",
+            )?,
+            bind: var("FRESHPLAN_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            hs256_secret: var("FRESHPLAN_AUTH_HS256_SECRET"),
+            jwks: var("FRESHPLAN_AUTH_JWKS"),
+            issuer: var("FRESHPLAN_AUTH_ISSUER"),
+            audience: var("FRESHPLAN_AUTH_AUDIENCE"),
+            pool_size: var("FRESHPLAN_POOL_SIZE")
+                .map(|v| v.parse())
+                .transpose()
+                .context("FRESHPLAN_POOL_SIZE")?
+                .unwrap_or(16),
+            log_json: var("FRESHPLAN_LOG_FORMAT").is_some_and(|v| v.eq_ignore_ascii_case("json")),
+            workers: var("FRESHPLAN_WORKERS")
+                .map(|v| v.parse())
+                .transpose()
+                .context("FRESHPLAN_WORKERS")?,
+        })
+    }
+
+    /// The JWKS document text, read from the file when a path was given.
+    pub fn jwks_document(&self) -> anyhow::Result<Option<String>> {
+        match &self.jwks {
+            None => Ok(None),
+            Some(v) if v.trim_start().starts_with('{') => Ok(Some(v.clone())),
+            Some(path) => Ok(Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading JWKS file {path}"))?,
+            )),
+        }
+    }
+}

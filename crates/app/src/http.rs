@@ -1,0 +1,251 @@
+//! Small HTTP helpers: ETags, preconditions, list query parsing.
+
+use actix_web::HttpRequest;
+use actix_web::http::header;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use freshplan_kernel::{TerritoryId, UserId};
+use freshplan_leads::model::BusinessType;
+use freshplan_leads::ports::{LeadQuery, SortField};
+use freshplan_leads::status::LeadStatus;
+
+use crate::problem::Problem;
+
+/// Reads a request body of at most [`crate::BODY_LIMIT`] bytes; larger is 413 (before reading
+/// when `Content-Length` says so).
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: actix_web::web::Payload,
+) -> Result<actix_web::web::Bytes, Problem> {
+    use futures_util::StreamExt;
+    let too_large = || {
+        Problem::new(
+            actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "The request body exceeds 64 KiB.",
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > crate::BODY_LIMIT) {
+        return Err(too_large());
+    }
+    let mut body = actix_web::web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            Problem::bad_request(format!("The request body could not be read: {e}"))
+        })?;
+        if body.len() + chunk.len() > crate::BODY_LIMIT {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// The strong ETag of a lead version.
+pub fn lead_etag(id: Uuid, version: i64) -> String {
+    format!("\"{}-{}\"", id.simple(), version)
+}
+
+/// A weak ETag over a response body (lists: differs per page, filter and data).
+pub fn weak_etag(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!("W/\"{hex}\"")
+}
+
+/// Hex SHA-256 of a request body (idempotency).
+pub fn body_hash(body: &[u8]) -> String {
+    Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether `If-None-Match` matches the ETag (weak comparison).
+pub fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
+    let strip = |s: &str| s.trim().trim_start_matches("W/").to_owned();
+    req.headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| strip(t) == strip(etag)))
+}
+
+/// The version an `If-Match` header pins for lead `id`: `Ok(None)` when absent (the caller
+/// decides whether that is 428), `Ok(Some(-1))` when it names another resource or is unparsable
+/// (so it fails as 412), `Ok(Some(v))` otherwise. `*` matches any version.
+pub fn if_match_version(req: &HttpRequest, id: Uuid) -> Option<i64> {
+    let raw = req.headers().get(header::IF_MATCH)?.to_str().unwrap_or("");
+    let mut best = -1;
+    for tag in raw.split(',') {
+        let tag = tag.trim();
+        if tag == "*" {
+            return Some(i64::MIN);
+        }
+        let inner = tag.trim_matches('"');
+        if let Some((tid, v)) = inner.split_once('-')
+            && tid == id.simple().to_string()
+            && let Ok(v) = v.parse::<i64>()
+        {
+            best = v;
+        }
+    }
+    Some(best)
+}
+
+/// `If-Match` required (PATCH, DELETE): 428 when missing.
+pub fn required_if_match(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Problem> {
+    match if_match_version(req, id) {
+        None => Err(Problem::new(
+            actix_web::http::StatusCode::PRECONDITION_REQUIRED,
+            "precondition-required",
+            "This request needs an If-Match header with the lead's ETag.",
+        )),
+        Some(i64::MIN) => Ok(None),
+        Some(v) => Ok(Some(v)),
+    }
+}
+
+/// `If-Match` honoured when sent (owner, clock).
+pub fn optional_if_match(req: &HttpRequest, id: Uuid) -> Option<i64> {
+    match if_match_version(req, id) {
+        None | Some(i64::MIN) => None,
+        Some(v) => Some(v),
+    }
+}
+
+fn parse_u32(name: &str, v: &str) -> Result<u32, Problem> {
+    v.parse::<u32>()
+        .map_err(|_| Problem::bad_field(name, "must be a non-negative integer"))
+}
+
+/// Paging for sub-lists: `page` (0-based), `size` 1–200.
+pub fn paging(query: &str) -> Result<(u32, u32), Problem> {
+    let mut page = 0;
+    let mut size = 20;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "page" => page = parse_u32("page", &v)?,
+            "size" => size = parse_u32("size", &v)?,
+            other => return Err(Problem::bad_field(other, "unknown query parameter")),
+        }
+    }
+    if !(1..=200).contains(&size) {
+        return Err(Problem::bad_field("size", "must be between 1 and 200"));
+    }
+    if page > 1_000_000 {
+        return Err(Problem::bad_field("page", "must be at most 1000000"));
+    }
+    Ok((page, size))
+}
+
+/// Parses the query string of `GET /api/leads` (SPEC §9); anything unparsable is 400.
+pub fn lead_query(query: &str) -> Result<LeadQuery, Problem> {
+    let mut q = LeadQuery::default();
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "page" => {
+                q.page = parse_u32("page", &v)?;
+                if q.page > 1_000_000 {
+                    return Err(Problem::bad_field("page", "must be at most 1000000"));
+                }
+            }
+            "size" => {
+                q.size = parse_u32("size", &v)?;
+                if !(1..=200).contains(&q.size) {
+                    return Err(Problem::bad_field("size", "must be between 1 and 200"));
+                }
+            }
+            "sort" => {
+                let (field, dir) = v.split_once(',').unwrap_or((&v, "asc"));
+                q.sort = SortField::parse(field).ok_or_else(|| {
+                    Problem::bad_field("sort", format!("unknown sort field {field:?}"))
+                })?;
+                q.descending = match dir.to_ascii_lowercase().as_str() {
+                    "asc" => false,
+                    "desc" => true,
+                    _ => return Err(Problem::bad_field("sort", "direction must be asc or desc")),
+                };
+            }
+            "status" => {
+                for s in v.split(',') {
+                    q.statuses.push(s.parse::<LeadStatus>().map_err(|_| {
+                        Problem::bad_field("status", format!("unknown status {s:?}"))
+                    })?);
+                }
+            }
+            "territory" => {
+                q.territory = Some(
+                    v.parse::<TerritoryId>()
+                        .map_err(|_| Problem::bad_field("territory", "must be DE or CH"))?,
+                )
+            }
+            "ownerUserId" => {
+                q.owner =
+                    Some(UserId::parse(&v).map_err(|_| {
+                        Problem::bad_field("ownerUserId", "must be 1-64 characters")
+                    })?)
+            }
+            "businessType" => {
+                q.business_type = Some(
+                    v.parse::<BusinessType>()
+                        .map_err(|e| Problem::bad_field("businessType", e.message))?,
+                )
+            }
+            "q" => {
+                if v.chars().count() > 100 {
+                    return Err(Problem::bad_field("q", "must be at most 100 characters"));
+                }
+                let t = v.trim();
+                q.q = (!t.is_empty()).then(|| t.to_owned());
+            }
+            "includeDeleted" => {
+                q.include_deleted = match v.as_ref() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(Problem::bad_field(
+                            "includeDeleted",
+                            "must be true or false",
+                        ));
+                    }
+                }
+            }
+            other => return Err(Problem::bad_field(other, "unknown query parameter")),
+        }
+    }
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_parsing() {
+        let q = lead_query("page=2&size=50&sort=companyName,desc&status=ACTIVE&status=REGISTERED&territory=CH&q=%25x_").unwrap();
+        assert_eq!((q.page, q.size, q.descending), (2, 50, true));
+        assert_eq!(q.sort, SortField::CompanyName);
+        assert_eq!(q.statuses.len(), 2);
+        assert_eq!(q.territory, Some(TerritoryId::Ch));
+        assert_eq!(q.q.as_deref(), Some("%x_"));
+        for bad in [
+            "size=201",
+            "size=0",
+            "page=-1",
+            "sort=foo,asc",
+            "sort=city,up",
+            "status=NOPE",
+            "territory=AT",
+            "x=1",
+            "businessType=BAR",
+        ] {
+            assert_eq!(lead_query(bad).unwrap_err().status, 400, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "FreshPlan Leads API",
+        description = "Lead acquisition backend (SPEC.md)."
+    ),
+    paths(
+        routes::list_territories,
+        routes::get_territory,
+        routes::list_leads,
+        routes::create_lead,
+        routes::get_lead,
+        routes::patch_lead,
+        routes::delete_lead,
+        routes::list_activities,
+        routes::log_activity,
+        routes::reassign,
+        routes::stop_clock,
+        routes::resume_clock,
+        routes::openapi,
+        routes::live,
+        routes::ready
+    ),
+    components(schemas(
+        crate::problem::Problem,
+        crate::problem::FieldProblem,
+        crate::dto::TerritoryDto
+    ))
+)]
+struct ApiDoc;
+
+/// The document, with the bearer scheme.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if let Some(c) = doc.components.as_mut() {
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+    doc
+}

@@ -1,0 +1,208 @@
+//! RFC 9457 problem details: the one place where errors become HTTP responses.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use freshplan_leads::LeadError;
+use freshplan_leads::model::FieldError;
+
+/// A field-level validation message.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FieldProblem {
+    /// The field (API name).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// An RFC 9457 problem (`application/problem+json`).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// A short summary.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// A human-readable explanation of this occurrence.
+    pub detail: String,
+    /// Validation errors, when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldProblem>,
+    /// Extra members (e.g. the id of an existing duplicate).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl Problem {
+    /// A problem with a status, a type slug and a detail.
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Problem {
+        Problem {
+            problem_type: format!("https://freshplan.example/problems/{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            extra: None,
+        }
+    }
+
+    /// 400 with a detail.
+    pub fn bad_request(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", detail)
+    }
+
+    /// 400 naming a field.
+    pub fn bad_field(field: &str, message: impl Into<String>) -> Problem {
+        let message = message.into();
+        let mut p = Problem::bad_request(format!("{field}: {message}"));
+        p.errors.push(FieldProblem {
+            field: field.to_owned(),
+            message,
+        });
+        p
+    }
+
+    /// 422 with field errors.
+    pub fn validation(errors: Vec<FieldError>) -> Problem {
+        let detail = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail);
+        p.errors = errors
+            .into_iter()
+            .map(|e| FieldProblem {
+                field: e.field.to_owned(),
+                message: e.message,
+            })
+            .collect();
+        p
+    }
+
+    /// 404.
+    pub fn not_found(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    /// 401.
+    pub fn unauthorized(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    /// 403.
+    pub fn forbidden(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    /// 500 with an opaque body; the cause goes to the log.
+    pub fn internal(cause: &dyn std::error::Error) -> Problem {
+        let mut chain = cause.to_string();
+        let mut src = cause.source();
+        while let Some(s) = src {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            src = s.source();
+        }
+        tracing::error!(error = %chain, "internal error");
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "An internal error occurred; it has been logged.",
+        )
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code())
+            .content_type("application/problem+json")
+            .json(self)
+    }
+}
+
+impl From<LeadError> for Problem {
+    fn from(e: LeadError) -> Self {
+        match e {
+            LeadError::NotFound => Problem::not_found("No lead with this id is visible to you."),
+            LeadError::Forbidden(why) => Problem::forbidden(why),
+            LeadError::Validation(errors) => Problem::validation(errors),
+            LeadError::Duplicate { kind, existing } => {
+                let mut p = Problem::new(
+                    StatusCode::CONFLICT,
+                    "duplicate-lead",
+                    match kind {
+                        freshplan_leads::duplicates::DuplicateKind::Email => {
+                            "A lead with this email address already exists."
+                        }
+                        freshplan_leads::duplicates::DuplicateKind::Company => {
+                            "A lead with this company name, postal code and country already exists."
+                        }
+                    },
+                );
+                let mut extra = serde_json::Map::new();
+                extra.insert(
+                    "duplicateOn".into(),
+                    serde_json::to_value(kind).unwrap_or_default(),
+                );
+                if let Some(l) = existing {
+                    extra.insert(
+                        "existingLeadId".into(),
+                        serde_json::Value::String(l.id.to_string()),
+                    );
+                    extra.insert(
+                        "existingCompanyName".into(),
+                        serde_json::Value::String(l.data.company_name.as_str().to_owned()),
+                    );
+                }
+                p.extra = Some(extra);
+                p
+            }
+            LeadError::Transition(t) => {
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-transition",
+                    t.to_string(),
+                );
+                p.errors.push(FieldProblem {
+                    field: "status".into(),
+                    message: t.to_string(),
+                });
+                p
+            }
+            LeadError::Conflict(m) => Problem::new(StatusCode::CONFLICT, "conflict", m),
+            LeadError::PreconditionFailed { current } => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition-failed",
+                format!("The lead has changed; its current version is {current}. Fetch it again."),
+            ),
+            LeadError::IdempotencyMismatch => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "This Idempotency-Key was already used with a different request body.",
+            ),
+            LeadError::Store(e) => {
+                let mut p = Problem::internal(&e);
+                if e.message.contains("unavailable") {
+                    p.status = 503;
+                    p.title = "Service Unavailable".into();
+                }
+                p
+            }
+        }
+    }
+}

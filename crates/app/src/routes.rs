@@ -1,0 +1,387 @@
+//! The HTTP routes (SPEC §9). Handlers parse, call a service, and map the result.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+use uuid::Uuid;
+
+use freshplan_kernel::Actor;
+use freshplan_leads::service::CreateLead;
+use freshplan_territory::Territory;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::dto;
+use crate::http::{self, lead_etag};
+use crate::problem::Problem;
+
+type Result<T> = std::result::Result<T, Problem>;
+
+/// Every route, as (method, path) in OpenAPI form; the route table and the OpenAPI document are
+/// both checked against it by the tests.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/api/territories"),
+    ("get", "/api/territories/{id}"),
+    ("get", "/api/leads"),
+    ("post", "/api/leads"),
+    ("get", "/api/leads/{id}"),
+    ("patch", "/api/leads/{id}"),
+    ("delete", "/api/leads/{id}"),
+    ("get", "/api/leads/{id}/activities"),
+    ("post", "/api/leads/{id}/activities"),
+    ("put", "/api/leads/{id}/owner"),
+    ("post", "/api/leads/{id}/clock/stop"),
+    ("post", "/api/leads/{id}/clock/resume"),
+    ("get", "/api/openapi.json"),
+    ("get", "/health/live"),
+    ("get", "/health/ready"),
+];
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/territories", web::get().to(list_territories))
+        .route("/api/territories/{id}", web::get().to(get_territory))
+        .route("/api/leads", web::get().to(list_leads))
+        .route("/api/leads", web::post().to(create_lead))
+        .route("/api/leads/{id}", web::get().to(get_lead))
+        .route("/api/leads/{id}", web::patch().to(patch_lead))
+        .route("/api/leads/{id}", web::delete().to(delete_lead))
+        .route("/api/leads/{id}/activities", web::get().to(list_activities))
+        .route("/api/leads/{id}/activities", web::post().to(log_activity))
+        .route("/api/leads/{id}/owner", web::put().to(reassign))
+        .route("/api/leads/{id}/clock/stop", web::post().to(stop_clock))
+        .route("/api/leads/{id}/clock/resume", web::post().to(resume_clock))
+        .route("/api/openapi.json", web::get().to(openapi))
+        .route("/health/live", web::get().to(live))
+        .route("/health/ready", web::get().to(ready));
+}
+
+fn lead_response(
+    status: StatusCode,
+    state: &AppState,
+    lead: &freshplan_leads::Lead,
+) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, lead_etag(lead.id, lead.version)))
+        .json(dto::lead_json(lead, state.leads.policy()))
+}
+
+fn require_json(req: &HttpRequest, allow_merge_patch: bool) -> Result<()> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (allow_merge_patch && mime == "application/merge-patch+json") {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Send the body as application/json.",
+        ))
+    }
+}
+
+/// `GET /api/territories`
+#[utoipa::path(get, path = "/api/territories", tag = "territories", security(("bearer" = [])),
+    responses((status = 200, description = "Both territories", body = [dto::TerritoryDto]), (status = 401, body = Problem)))]
+pub async fn list_territories(_caller: Caller) -> HttpResponse {
+    let all: Vec<dto::TerritoryDto> = Territory::all().iter().map(Into::into).collect();
+    HttpResponse::Ok().json(all)
+}
+
+/// `GET /api/territories/{id}`
+#[utoipa::path(get, path = "/api/territories/{id}", tag = "territories", security(("bearer" = [])),
+    params(("id" = String, Path, description = "DE or CH")),
+    responses((status = 200, body = dto::TerritoryDto), (status = 404, body = Problem)))]
+pub async fn get_territory(_caller: Caller, id: web::Path<String>) -> Result<HttpResponse> {
+    let tid = id
+        .parse::<freshplan_kernel::TerritoryId>()
+        .map_err(|_| Problem::not_found(format!("No territory {:?}.", id.as_str())))?;
+    Ok(HttpResponse::Ok().json(dto::TerritoryDto::from(Territory::get(tid))))
+}
+
+/// `GET /api/leads`
+#[utoipa::path(get, path = "/api/leads", tag = "leads", security(("bearer" = [])),
+    params(("page" = Option<u32>, Query), ("size" = Option<u32>, Query, description = "1-200"), ("sort" = Option<String>, Query, description = "field,asc|desc"),
+           ("status" = Option<Vec<String>>, Query), ("territory" = Option<String>, Query), ("ownerUserId" = Option<String>, Query),
+           ("businessType" = Option<String>, Query), ("q" = Option<String>, Query), ("includeDeleted" = Option<bool>, Query)),
+    responses((status = 200, description = "{data, page, size, total, totalPages} with a weak ETag", body = Object), (status = 304), (status = 400, body = Problem)))]
+pub async fn list_leads(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse> {
+    let q = http::lead_query(req.query_string())?;
+    let page = state.leads.list(&caller.0, &q).await?;
+    let total_pages = page.total.div_ceil(u64::from(q.size));
+    let body = json!({
+        "data": page.items.iter().map(|l| dto::lead_json(l, state.leads.policy())).collect::<Vec<_>>(),
+        "page": q.page,
+        "size": q.size,
+        "total": page.total,
+        "totalPages": total_pages,
+    });
+    let bytes = serde_json::to_vec(&body).map_err(|e| Problem::internal(&e))?;
+    let etag = http::weak_etag(&bytes);
+    if http::if_none_match(&req, &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .content_type("application/json")
+        .body(bytes))
+}
+
+/// `POST /api/leads`
+#[utoipa::path(post, path = "/api/leads", tag = "leads", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
+    request_body(content = Object, description = "Lead fields (SPEC 4.1)"),
+    responses((status = 201, body = Object), (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    require_json(&req, false)?;
+    let parsed = dto::create_body(&body)?;
+    let idempotency = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255);
+            Some((
+                key.ok_or_else(|| {
+                    Problem::bad_field("Idempotency-Key", "must be 1-255 visible characters")
+                })?
+                .to_owned(),
+                http::body_hash(&body),
+            ))
+        }
+    };
+    let (lead, _replayed) = state
+        .leads
+        .create(
+            &caller.0,
+            CreateLead {
+                data: parsed.data,
+                registered_at: parsed.registered_at,
+                idempotency,
+            },
+        )
+        .await?;
+    let mut resp = lead_response(StatusCode::CREATED, &state, &lead);
+    resp.headers_mut().insert(
+        header::LOCATION,
+        header::HeaderValue::from_str(&format!("/api/leads/{}", lead.id))
+            .map_err(|e| Problem::internal(&e))?,
+    );
+    Ok(resp)
+}
+
+fn id_of(raw: &str) -> Result<Uuid> {
+    dto::path_id(raw)
+}
+
+/// `GET /api/leads/{id}`
+#[utoipa::path(get, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object), (status = 304), (status = 400, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = id_of(&id)?;
+    let lead = state.leads.get(&caller.0, id).await?;
+    let etag = lead_etag(lead.id, lead.version);
+    if http::if_none_match(&req, &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `PATCH /api/leads/{id}` (JSON merge patch)
+#[utoipa::path(patch, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header)), request_body(content = Object, content_type = "application/merge-patch+json"),
+    responses((status = 200, body = Object), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub async fn patch_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = id_of(&id)?;
+    require_json(&req, true)?;
+    let patch = dto::patch_body(&body)?;
+    let expected = http::required_if_match(&req, id)?;
+    let lead = state.leads.update(&caller.0, id, expected, patch).await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `DELETE /api/leads/{id}`
+#[utoipa::path(delete, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path), ("If-Match" = String, Header)),
+    responses((status = 204), (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)))]
+pub async fn delete_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = id_of(&id)?;
+    let expected = http::required_if_match(&req, id)?;
+    state.leads.delete(&caller.0, id, expected).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /api/leads/{id}/activities`
+#[utoipa::path(get, path = "/api/leads/{id}/activities", tag = "activities", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("page" = Option<u32>, Query), ("size" = Option<u32>, Query)),
+    responses((status = 200, body = Object), (status = 404, body = Problem)))]
+pub async fn list_activities(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = id_of(&id)?;
+    let (page, size) = http::paging(req.query_string())?;
+    let p = state.leads.activities(&caller.0, id, page, size).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "data": p.items.iter().map(dto::activity_json).collect::<Vec<_>>(),
+        "page": page, "size": size, "total": p.total, "totalPages": p.total.div_ceil(u64::from(size)),
+    })))
+}
+
+/// `POST /api/leads/{id}/activities`
+#[utoipa::path(post, path = "/api/leads/{id}/activities", tag = "activities", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body(content = Object, description = "{type, occurredAt?, description?}"),
+    responses((status = 201, body = Object), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn log_activity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = id_of(&id)?;
+    require_json(&req, false)?;
+    let cmd = dto::activity_body(&body)?;
+    let (activity, lead) = state.leads.log_activity(&caller.0, id, cmd).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::ETAG, lead_etag(lead.id, lead.version)))
+        .json(dto::activity_json(&activity)))
+}
+
+/// `PUT /api/leads/{id}/owner`
+#[utoipa::path(put, path = "/api/leads/{id}/owner", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body(content = Object, description = "{ownerUserId}"),
+    responses((status = 200, body = Object), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem)))]
+pub async fn reassign(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = id_of(&id)?;
+    require_json(&req, false)?;
+    let owner = dto::owner_body(&body)?;
+    let lead = state
+        .leads
+        .reassign(&caller.0, id, http::optional_if_match(&req, id), owner)
+        .await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `POST /api/leads/{id}/clock/stop`
+#[utoipa::path(post, path = "/api/leads/{id}/clock/stop", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    request_body(content = Object, description = "{reason}"),
+    responses((status = 200, body = Object), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn stop_clock(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = id_of(&id)?;
+    require_json(&req, false)?;
+    let reason = dto::reason_body(&body)?;
+    let lead = state
+        .leads
+        .stop_clock(&caller.0, id, http::optional_if_match(&req, id), &reason)
+        .await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `POST /api/leads/{id}/clock/resume`
+#[utoipa::path(post, path = "/api/leads/{id}/clock/resume", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = Object), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn resume_clock(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = id_of(&id)?;
+    let lead = state
+        .leads
+        .resume_clock(&caller.0, id, http::optional_if_match(&req, id))
+        .await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `GET /api/openapi.json`
+#[utoipa::path(get, path = "/api/openapi.json", tag = "meta", responses((status = 200, description = "This document")))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
+}
+
+/// `GET /health/live`
+#[utoipa::path(get, path = "/health/live", tag = "meta", responses((status = 200)))]
+pub async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "UP"}))
+}
+
+/// `GET /health/ready`: 503 while the database is unreachable.
+#[utoipa::path(get, path = "/health/ready", tag = "meta", responses((status = 200), (status = 503, body = Problem)))]
+pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
+    use freshplan_leads::ports::{LeadStore, LeadTx};
+    let ok = match state.leads.store().begin(&Actor::system()).await {
+        Ok(tx) => tx.commit().await.is_ok(),
+        Err(_) => false,
+    };
+    if ok {
+        HttpResponse::Ok().json(json!({"status": "UP", "database": "UP"}))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .content_type("application/problem+json")
+            .json(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not-ready",
+                "The database is unreachable.",
+            ))
+    }
+}

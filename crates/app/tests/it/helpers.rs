@@ -1,0 +1,110 @@
+use std::net::TcpListener;
+
+use reqwest::{Client, Method, RequestBuilder, Response};
+use serde_json::{Value, json};
+
+pub(crate) const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+pub(crate) struct TestApp {
+    pub(crate) base: String,
+    pub(crate) client: Client,
+    pub(crate) database_url: String,
+}
+
+/// Boots the application on port 0 against a fresh, migrated database.
+pub(crate) async fn spawn_app() -> TestApp {
+    #[allow(clippy::disallowed_methods)] // tests read where their database is
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let database_url = freshplan_store_postgres::testing::fresh_database(&admin)
+        .await
+        .expect("fresh database");
+    freshplan_store_postgres::migrate(&database_url)
+        .await
+        .expect("migrate");
+    let config = freshplan_app::config::Config {
+        database_url: database_url.clone(),
+        bind: "127.0.0.1:0".into(),
+        hs256_secret: Some(SECRET.into()),
+        jwks: None,
+        issuer: None,
+        audience: None,
+        pool_size: 4,
+        log_json: false,
+        workers: Some(1),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = freshplan_app::start(&config, listener)
+        .await
+        .expect("start");
+    actix_web::rt::spawn(server);
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        client: Client::new(),
+        database_url,
+    }
+}
+
+pub(crate) fn token(sub: &str, roles: &[&str], territories: &[&str]) -> String {
+    freshplan_app::auth::mint_hs256(SECRET, sub, roles, territories, 3600).unwrap()
+}
+
+pub(crate) fn admin() -> String {
+    token("admin-1", &["admin"], &[])
+}
+pub(crate) fn manager_de() -> String {
+    token("manager-de", &["manager"], &["DE"])
+}
+pub(crate) fn manager_ch() -> String {
+    token("manager-ch", &["MANAGER"], &["CH"])
+}
+pub(crate) fn rep(name: &str) -> String {
+    token(name, &["sales"], &["DE"])
+}
+
+impl TestApp {
+    pub(crate) fn req(&self, method: Method, path: &str, tok: &str) -> RequestBuilder {
+        self.client
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(tok)
+    }
+
+    pub(crate) async fn create(&self, tok: &str, body: Value) -> Response {
+        self.req(Method::POST, "/api/leads", tok)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub(crate) async fn create_ok(&self, tok: &str, body: Value) -> Value {
+        let r = self.create(tok, body).await;
+        assert_eq!(r.status(), 201, "{:?}", r.text().await);
+        r.json().await.unwrap()
+    }
+
+    pub(crate) async fn get(&self, tok: &str, path: &str) -> Response {
+        self.req(Method::GET, path, tok).send().await.unwrap()
+    }
+
+    /// Every lead row as the database owner sees it (count), to prove nothing changed.
+    pub(crate) async fn row_counts(&self) -> (i64, i64, i64) {
+        freshplan_store_postgres::testing::row_counts(&self.database_url)
+            .await
+            .unwrap()
+    }
+}
+
+pub(crate) fn lead(name: &str) -> Value {
+    json!({"companyName": name, "countryCode": "DE", "city": "Berlin", "postalCode": "10115"})
+}
+
+pub(crate) async fn problem(r: Response, status: u16) -> Value {
+    assert_eq!(r.status().as_u16(), status);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], status);
+    assert!(v["type"].is_string() && v["title"].is_string() && v["detail"].is_string());
+    v
+}
