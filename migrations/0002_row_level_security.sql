@@ -19,7 +19,9 @@
 -- (leads.collaborator_user_ids, GIN-indexed; lead_collaborators is kept in step by trigger), so
 -- the leads policy reads only its own row, and every child policy may ask "is my lead visible?"
 -- with `exists (select 1 from leads ...)`, which applies the leads policy. No security definer
--- function is needed, so nothing depends on the migration role being able to bypass RLS.
+-- function is needed for visibility, so no policy depends on the migration role being able to
+-- bypass RLS. (The one security definer function, freshplan_search_leads, exists for the
+-- trigram index only and applies the leads predicate itself; see there.)
 
 -- ---------------------------------------------------------------------------------------------
 -- The application role. Roles are cluster-wide while migrations run once per database (tests

@@ -435,7 +435,7 @@ impl LeadTx for PgLeadTx {
             Some(row) => row
                 .try_get::<i64, _>("total_count")
                 .map_err(store_error("list activities"))?,
-            None if page == 0 => 0,
+            None if page == 0 && size > 0 => 0,
             None => {
                 sqlx::query_scalar::<_, i64>("select count(*) from activities where lead_id = $1")
                     .bind(lead_id)
@@ -471,8 +471,8 @@ impl LeadTx for PgLeadTx {
             Some(row) => row
                 .try_get::<i64, _>("total_count")
                 .map_err(store_error("list leads"))?,
-            None if query.page == 0 => 0,
-            // Past the last page: the page query had no row to carry the count.
+            None if query.page == 0 && query.size > 0 => 0,
+            // Past the last page (or an empty page size): no row carried the count.
             None => list_statement(query, ListShape::Count)
                 .build()
                 .fetch_one(&mut *self.tx)

@@ -8,7 +8,9 @@ use sqlx::{Connection, PgConnection};
 pub async fn fresh_database(admin_url: &str) -> Result<String, sqlx::Error> {
     let name = format!("freshplan_test_{}", uuid::Uuid::now_v7().simple());
     let mut conn = PgConnection::connect(admin_url).await?;
-    sqlx::query(&format!("create database {name}")).execute(&mut conn).await?;
+    sqlx::query(&format!("create database {name}"))
+        .execute(&mut conn)
+        .await?;
     conn.close().await?;
     let (base, query) = match admin_url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
