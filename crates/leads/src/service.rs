@@ -428,6 +428,32 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
         Ok(lead)
     }
 
+    /// The common shape of a single-lead command: load it as `actor` (visible, not deleted,
+    /// allowed, at the expected version), apply `change`, and save the new state with its timeline
+    /// entries and events in the same transaction.
+    async fn change<F>(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: Option<i64>,
+        (action, why): (Action, &'static str),
+        change: F,
+    ) -> Result<Lead, LeadError>
+    where
+        F: FnOnce(&mut Lead, OffsetDateTime) -> Result<Changes, ChangeError> + Send,
+    {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = self
+            .load_for(&mut tx, actor, id, action, why, expected_version)
+            .await?;
+        let old_version = lead.version;
+        let changes = change(&mut lead, now)?;
+        self.save(tx, actor, &lead, old_version, changes, now)
+            .await?;
+        Ok(lead)
+    }
+
     /// Soft-deletes a lead (SPEC §4.6).
     pub async fn delete(
         &self,
@@ -435,21 +461,15 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
         id: Uuid,
         expected_version: Option<i64>,
     ) -> Result<(), LeadError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin(actor).await?;
-        let mut lead = self
-            .load_for(
-                &mut tx,
-                actor,
-                id,
-                Action::Delete,
-                "only the owner or a manager may delete this lead",
-                expected_version,
-            )
-            .await?;
-        let old_version = lead.version;
-        let changes = lead.soft_delete(actor, now)?;
-        self.save(tx, actor, &lead, old_version, changes, now).await
+        let why = (
+            Action::Delete,
+            "only the owner or a manager may delete this lead",
+        );
+        self.change(actor, id, expected_version, why, |lead, now| {
+            lead.soft_delete(actor, now)
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Reassigns the owner (managers in their territories, admins).
@@ -460,23 +480,14 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
         expected_version: Option<i64>,
         new_owner: UserId,
     ) -> Result<Lead, LeadError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin(actor).await?;
-        let mut lead = self
-            .load_for(
-                &mut tx,
-                actor,
-                id,
-                Action::Reassign,
-                "only managers and admins may reassign leads",
-                expected_version,
-            )
-            .await?;
-        let old_version = lead.version;
-        let changes = lead.reassign(new_owner, actor, now)?;
-        self.save(tx, actor, &lead, old_version, changes, now)
-            .await?;
-        Ok(lead)
+        let why = (
+            Action::Reassign,
+            "only managers and admins may reassign leads",
+        );
+        self.change(actor, id, expected_version, why, |lead, now| {
+            lead.reassign(new_owner, actor, now)
+        })
+        .await
     }
 
     /// Stops the protection clock.
@@ -487,23 +498,14 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
         expected_version: Option<i64>,
         reason: &str,
     ) -> Result<Lead, LeadError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin(actor).await?;
-        let mut lead = self
-            .load_for(
-                &mut tx,
-                actor,
-                id,
-                Action::ManageProtection,
-                "only managers and admins may stop the clock",
-                expected_version,
-            )
-            .await?;
-        let old_version = lead.version;
-        let changes = lead.stop_clock(reason, actor, now)?;
-        self.save(tx, actor, &lead, old_version, changes, now)
-            .await?;
-        Ok(lead)
+        let why = (
+            Action::ManageProtection,
+            "only managers and admins may stop the clock",
+        );
+        self.change(actor, id, expected_version, why, |lead, now| {
+            lead.stop_clock(reason, actor, now)
+        })
+        .await
     }
 
     /// Resumes the protection clock.
@@ -513,23 +515,14 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
         id: Uuid,
         expected_version: Option<i64>,
     ) -> Result<Lead, LeadError> {
-        let now = self.clock.now();
-        let mut tx = self.store.begin(actor).await?;
-        let mut lead = self
-            .load_for(
-                &mut tx,
-                actor,
-                id,
-                Action::ManageProtection,
-                "only managers and admins may resume the clock",
-                expected_version,
-            )
-            .await?;
-        let old_version = lead.version;
-        let changes = lead.resume_clock(actor, now)?;
-        self.save(tx, actor, &lead, old_version, changes, now)
-            .await?;
-        Ok(lead)
+        let why = (
+            Action::ManageProtection,
+            "only managers and admins may resume the clock",
+        );
+        self.change(actor, id, expected_version, why, |lead, now| {
+            lead.resume_clock(actor, now)
+        })
+        .await
     }
 
     /// Logs a user activity (SPEC §5) and applies its effects.
