@@ -38,6 +38,45 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Mint a development HS256 JWT with the `freshplan` binary (secret from
+    /// FRESHPLAN_AUTH_HS256_SECRET, else the development secret the README names).
+    Token {
+        /// The user id (`sub`).
+        sub: String,
+        /// Comma-separated roles, e.g. `sales` or `manager,viewer`.
+        roles: String,
+        /// Comma-separated territories, e.g. `DE` or `DE,CH` (may be empty for admins).
+        #[arg(default_value = "")]
+        territories: String,
+    },
+}
+
+/// The development secret used when FRESHPLAN_AUTH_HS256_SECRET is unset (never for production).
+const DEV_SECRET: &str = "freshplan-development-secret-change-me";
+
+fn token(root: &Path, sub: &str, roles: &str, territories: &str) -> anyhow::Result<()> {
+    let secret =
+        std::env::var("FRESHPLAN_AUTH_HS256_SECRET").unwrap_or_else(|_| DEV_SECRET.to_owned());
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(root)
+            .args([
+                "run",
+                "--quiet",
+                "-p",
+                "freshplan-app",
+                "--bin",
+                "freshplan",
+                "--",
+                "token",
+                sub,
+                roles,
+                territories,
+            ])
+            .env("FRESHPLAN_AUTH_HS256_SECRET", secret)
+            .status()?;
+    anyhow::ensure!(status.success(), "freshplan token failed: {status}");
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -46,6 +85,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Tidy => tidy::run(&root),
         Cmd::Test { args } => test::run(&root, &args),
+        Cmd::Token {
+            sub,
+            roles,
+            territories,
+        } => token(&root, &sub, &roles, &territories),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
