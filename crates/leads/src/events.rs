@@ -56,6 +56,14 @@ pub enum LeadEvent {
     },
 }
 
+/// Whether a lead event can move the cockpit figures (the `dashboard_updates` hint of SPEC §7.3):
+/// everything except a logged activity that is not a meaningful contact. Stated on the envelope,
+/// because that is what adapters hold when they write the outbox.
+pub fn moves_dashboard(event: &CloudEvent) -> bool {
+    !(event.event_type == LEAD_EVENT_TYPES[4]
+        && event.data.get("meaningfulContact") == Some(&serde_json::Value::Bool(false)))
+}
+
 /// Every lead event type this crate emits (the follow-up types come from `freshplan-followup`).
 pub const LEAD_EVENT_TYPES: [&str; 8] = [
     "lead.created.v1",
@@ -86,11 +94,6 @@ impl LeadEvent {
             LeadEvent::ProtectionReminder { .. } => LEAD_EVENT_TYPES[6],
             LeadEvent::ProtectionExpired { .. } => LEAD_EVENT_TYPES[7],
         }
-    }
-
-    /// Whether the event can move the cockpit figures (SPEC §7.3 `dashboard_updates`).
-    pub fn moves_dashboard(&self) -> bool {
-        !matches!(self, LeadEvent::ActivityLogged(a) if !a.meaningful_contact)
     }
 
     /// The `data` of the event. Every payload carries `leadId`, `territory` and `version`; the
@@ -156,5 +159,44 @@ impl LeadEvent {
             self.data(lead, version),
         )
         .unwrap_or_else(|e| unreachable!("static source and type are valid: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::ActivityType;
+    use crate::model::CompanyName;
+    use freshplan_kernel::Actor;
+    use time::macros::datetime;
+
+    #[test]
+    fn only_non_contact_activities_leave_the_dashboard_alone() {
+        let at = datetime!(2026-03-02 09:00 UTC);
+        let data = crate::LeadData::new(CompanyName::parse("A").unwrap(), "DE").unwrap();
+        let (lead, _) = Lead::register(Uuid::nil(), data, &Actor::system(), None, at).unwrap();
+        let activity = |t: ActivityType| {
+            LeadEvent::ActivityLogged(Box::new(Activity::system(
+                Uuid::nil(),
+                lead.id,
+                t,
+                at,
+                UserId::parse("u").unwrap(),
+                None,
+                serde_json::json!({}),
+            )))
+        };
+        let ce = |e: LeadEvent| e.to_cloud_event(Uuid::nil(), &lead, 1, at);
+        assert!(!moves_dashboard(&ce(activity(ActivityType::Note))));
+        let mut call = activity(ActivityType::Note);
+        if let LeadEvent::ActivityLogged(a) = &mut call {
+            a.activity_type = ActivityType::Call;
+            a.meaningful_contact = true;
+        }
+        assert!(moves_dashboard(&ce(call)));
+        assert!(moves_dashboard(&ce(LeadEvent::Created)));
+        assert!(moves_dashboard(&ce(LeadEvent::Deleted {
+            old_status: LeadStatus::Active
+        })));
     }
 }

@@ -316,14 +316,6 @@ fn list_statement(q: &LeadQuery, shape: ListShape) -> QueryBuilder<'static, Post
     qb
 }
 
-/// Whether an event moves the cockpit figures (the `dashboard_updates` hint of SPEC §7.3). It
-/// mirrors `LeadEvent::moves_dashboard` on the envelope: everything except a logged activity
-/// that is not a meaningful contact.
-fn moves_dashboard(event: &CloudEvent) -> bool {
-    !(event.event_type == "lead.activity.logged.v1"
-        && event.data.get("meaningfulContact") == Some(&serde_json::Value::Bool(false)))
-}
-
 fn lead_rows(rows: &[PgRow]) -> Result<Vec<Lead>, StoreError> {
     rows.iter().map(rows::lead).collect()
 }
@@ -507,7 +499,7 @@ impl LeadTx for PgLeadTx {
         .bind(event.subject.clone())
         .bind(territory.map(TerritoryId::as_str))
         .bind(payload)
-        .bind(moves_dashboard(event))
+        .bind(freshplan_leads::events::moves_dashboard(event))
         .execute(&mut *self.tx)
         .await
         .map_err(store_error("append an event"))?;
