@@ -94,10 +94,8 @@ async fn request_id(
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
-    let _entered = span.clone().entered();
-    drop(_entered);
     let mut res = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
-    let _g = span.enter();
+    let _in_span = span.enter();
     tracing::info!(
         status = res.status().as_u16(),
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,

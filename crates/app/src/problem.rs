@@ -195,14 +195,7 @@ impl From<LeadError> for Problem {
                 "idempotency-key-reused",
                 "This Idempotency-Key was already used with a different request body.",
             ),
-            LeadError::Store(e) => {
-                let mut p = Problem::internal(&e);
-                if e.message.contains("unavailable") {
-                    p.status = 503;
-                    p.title = "Service Unavailable".into();
-                }
-                p
-            }
+            LeadError::Store(e) => Problem::internal(&e),
         }
     }
 }

@@ -357,8 +357,8 @@ impl Lead {
         ));
     }
 
-    /// Applies a merge patch. `is_manager` says whether the actor is a manager or admin (the
-    /// access policy has already allowed the update itself).
+    /// Applies a merge patch (the access policy has already allowed the update itself; reopening
+    /// an EXPIRED lead additionally needs a manager or admin, checked here).
     pub fn apply_patch(
         &mut self,
         patch: LeadPatch,

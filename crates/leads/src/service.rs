@@ -3,7 +3,7 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use freshplan_kernel::{Actor, Clock, CloudEvent, IdGenerator, TerritoryId, UserId};
+use freshplan_kernel::{Actor, Clock, IdGenerator, UserId};
 
 use crate::access::{self, Action, Decision, LeadFacts};
 use crate::activity::{Activity, ActivityType, validate_description};
@@ -664,17 +664,5 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
                 return Ok(total);
             }
         }
-    }
-
-    /// The CloudEvent forms of a lead's events, for adapters that replay (kept here so the
-    /// envelope is built in one place).
-    pub fn envelope(&self, event: &LeadEvent, lead: &Lead, version: i64) -> CloudEvent {
-        event.to_cloud_event(self.ids.new_id(), lead, version, self.clock.now())
-    }
-
-    /// The territory a country code belongs to (for callers validating input early).
-    pub fn territory_of(country_code: &str) -> Result<TerritoryId, LeadError> {
-        freshplan_territory::territory_for_country(country_code)
-            .map_err(|e| LeadError::Validation(vec![FieldError::new("countryCode", e.to_string())]))
     }
 }
