@@ -97,7 +97,7 @@ impl LeadEvent {
     }
 
     /// The `data` of the event. Every payload carries `leadId`, `territory` and `version`; the
-    /// catalog in `docs/events/` holds the JSON Schemas.
+    /// machine-readable catalog with JSON Schemas is still to be written (issue 4).
     pub fn data(&self, lead: &Lead, version: i64) -> serde_json::Value {
         let mut data = json!({
             "leadId": lead.id,
