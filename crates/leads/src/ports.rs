@@ -1,6 +1,6 @@
 //! The ports `LeadService` needs: a store that opens a unit of work (repository + outbox on one
 //! transaction). Adapters implement them; `freshplan-store-postgres` is the production one and
-//! [`crate::memory`] (feature `testing`) the in-memory one.
+//! `crate::memory` (feature `testing`) the in-memory one.
 
 use std::future::Future;
 
