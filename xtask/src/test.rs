@@ -42,6 +42,10 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
     doctests.args(["test", "--workspace", "--all-features", "--doc"]);
 
     let mut failed = Vec::new();
+    if let Err(e) = check_ops_rules(workspace_root) {
+        println!("xtask: alert rules: {e:#}");
+        failed.push("alert rules");
+    }
     // Doctests first, so the runner's summary of all the other tests is the last thing printed.
     for (name, mut command) in [("doctests", doctests), ("tests", tests)] {
         command
@@ -61,6 +65,26 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
     drop(pg);
     if !failed.is_empty() {
         bail!("{} failed", failed.join(" and "));
+    }
+    Ok(())
+}
+
+/// `promtool check rules` and `promtool test rules` on `docs/ops/alerts.yml` (SPEC §10).
+fn check_ops_rules(workspace_root: &Path) -> Result<()> {
+    let promtool = crate::tools::ensure("promtool", "prometheus")?;
+    let ops = workspace_root.join("docs/ops");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ] {
+        let status = Command::new(&promtool)
+            .args(args)
+            .current_dir(&ops)
+            .status()
+            .with_context(|| format!("running promtool {args:?}"))?;
+        if !status.success() {
+            bail!("promtool {} failed", args.join(" "));
+        }
     }
     Ok(())
 }

@@ -49,6 +49,7 @@ pub struct Metrics {
     event_latency: HistogramVec,
     outbox_pending: IntGauge,
     listener_reconnects: IntCounter,
+    listener_connected: IntGauge,
     followup_processed: IntCounterVec,
     followup_errors: IntCounter,
     followup_pending: IntGaugeVec,
@@ -163,6 +164,10 @@ impl Metrics {
             "freshplan_event_listener_reconnects_total",
             "Times the LISTEN connection was re-established.",
         )?;
+        let listener_connected = IntGauge::new(
+            "freshplan_event_listener_connected",
+            "1 while this replica's LISTEN connection is up, 0 while it reconnects.",
+        )?;
         let followup_processed = IntCounterVec::new(
             Opts::new(
                 "followup_processed_total",
@@ -210,6 +215,7 @@ impl Metrics {
         registry.register(Box::new(event_latency.clone()))?;
         registry.register(Box::new(outbox_pending.clone()))?;
         registry.register(Box::new(listener_reconnects.clone()))?;
+        registry.register(Box::new(listener_connected.clone()))?;
         registry.register(Box::new(followup_processed.clone()))?;
         registry.register(Box::new(followup_errors.clone()))?;
         registry.register(Box::new(followup_pending.clone()))?;
@@ -225,6 +231,7 @@ impl Metrics {
             event_latency,
             outbox_pending,
             listener_reconnects,
+            listener_connected,
             followup_processed,
             followup_errors,
             followup_pending,
@@ -291,6 +298,11 @@ impl Metrics {
         self.listener_reconnects.inc();
     }
 
+    /// Whether the LISTEN connection is up (an addition to SPEC §10 for the "listener down" alert).
+    pub fn listener_connected(&self, up: bool) {
+        self.listener_connected.set(i64::from(up));
+    }
+
     /// One follow-up run: sent T+3 / T+7 and skipped counts, failed leads, duration.
     pub fn followup_run(&self, t3: u64, t7: u64, skipped: u64, errors: u64, seconds: f64) {
         self.followup_processed
@@ -353,6 +365,7 @@ mod tests {
             "freshplan_event_latency_seconds",
             "freshplan_outbox_pending",
             "freshplan_event_listener_reconnects_total",
+            "freshplan_event_listener_connected",
             "followup_processed_total",
             "followup_errors_total",
             "followup_pending",
@@ -397,6 +410,45 @@ mod tests {
         assert!(text.contains(r#"event_type="other",module="leads",result="error""#));
         assert!(!text.contains("evil"));
         assert!(text.contains(r#"method="OTHER",route="unmatched",status="418""#));
+    }
+
+    /// The Grafana dashboard and the alert rules in `docs/ops/` may only use metrics this adapter
+    /// exposes (a renamed metric would silently blank a panel or disarm an alert).
+    #[test]
+    fn ops_files_reference_only_exposed_metrics() {
+        let m = Metrics::new();
+        m.followup_pending(0, 0);
+        m.followup_run(0, 0, 0, 0, 0.0);
+        m.event_latency("lead.created.v1", "sse", 0.0);
+        m.event_published("lead.created.v1", "leads", true);
+        m.event_consumed("lead.created.v1", "dashboard", "ok");
+        m.http_request("GET", "/api/leads", 200, 0.0);
+        let exposed: std::collections::BTreeSet<String> = m
+            .encode()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_owned)
+            .collect();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/ops");
+        let mut referenced = 0;
+        for file in ["alerts.yml", "grafana-dashboard.json"] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+            let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            for word in words.filter(|w| {
+                (w.starts_with("freshplan_")
+                    || w.starts_with("followup_")
+                    || w.starts_with("http_"))
+                    && w.len() > "http_".len()
+            }) {
+                referenced += 1;
+                assert!(
+                    exposed.contains(word),
+                    "{file} uses {word}, which is not exposed"
+                );
+            }
+        }
+        assert!(referenced > 20, "the ops files reference the metrics");
     }
 
     #[test]
