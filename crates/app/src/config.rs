@@ -11,7 +11,8 @@ pub struct Config {
     pub bind: String,
     /// `FRESHPLAN_AUTH_HS256_SECRET`.
     pub hs256_secret: Option<String>,
-    /// `FRESHPLAN_AUTH_JWKS`: a JWKS file path (or inline JSON starting with `{`).
+    /// `FRESHPLAN_AUTH_JWKS`: a JWKS file path, inline JSON starting with `{`, or an `http://` /
+    /// `https://` URL (fetched at start, refetched when a token names an unknown key id).
     pub jwks: Option<String>,
     /// `FRESHPLAN_AUTH_ISSUER`.
     pub issuer: Option<String>,
@@ -55,11 +56,14 @@ impl Config {
         })
     }
 
-    /// The JWKS document text, read from the file when a path was given.
+    /// The JWKS source for [`crate::auth::Authenticator::new`]: inline JSON as given, the file's
+    /// text when a path was given, or the URL as given (the authenticator fetches it, and fetches
+    /// it again on key rotation).
     pub fn jwks_document(&self) -> anyhow::Result<Option<String>> {
         match &self.jwks {
             None => Ok(None),
             Some(v) if v.trim_start().starts_with('{') => Ok(Some(v.clone())),
+            Some(url) if crate::auth::is_jwks_url(url) => Ok(Some(url.trim().to_owned())),
             Some(path) => Ok(Some(
                 std::fs::read_to_string(path)
                     .with_context(|| format!("reading JWKS file {path}"))?,

@@ -607,3 +607,486 @@ pub fn reason_body(body: &[u8]) -> Result<String, Problem> {
 pub fn path_id(raw: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(raw).map_err(|_| Problem::bad_field("id", "must be a UUID"))
 }
+
+/// OpenAPI schemas of the request and response bodies (SPEC §4.1, §5, §9). They document; they
+/// do not parse or write: the bodies are parsed by the functions above and written by
+/// [`lead_json`] and [`activity_json`]. The HTTP tests hold a real response against these
+/// schemas and probe the parsers with every documented field, so the two cannot drift apart
+/// unnoticed. Enum values come from the domain's own lists.
+pub mod schema {
+    use std::borrow::Cow;
+
+    use time::OffsetDateTime;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::{PartialSchema, ToSchema};
+    use uuid::Uuid;
+
+    use freshplan_leads::activity::ActivityType as DomainActivityType;
+    use freshplan_leads::model::{
+        BusinessType as DomainBusinessType, KitchenSize as DomainKitchenSize,
+        LeadSource as DomainLeadSource,
+    };
+    use freshplan_leads::status::LeadStatus as DomainLeadStatus;
+
+    fn string_enum<'a>(
+        description: &str,
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> RefOr<Schema> {
+        RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some(description))
+                .enum_values(Some(values))
+                .build(),
+        ))
+    }
+
+    /// A string enum whose values are a domain enum's spellings.
+    macro_rules! enum_schema {
+        ($(#[$doc:meta])* $name:ident, $description:literal, $values:expr) => {
+            $(#[$doc])*
+            #[derive(Debug)]
+            pub struct $name;
+
+            impl PartialSchema for $name {
+                fn schema() -> RefOr<Schema> {
+                    string_enum($description, $values)
+                }
+            }
+
+            impl ToSchema for $name {
+                fn name() -> Cow<'static, str> {
+                    Cow::Borrowed(stringify!($name))
+                }
+            }
+        };
+    }
+
+    enum_schema!(
+        /// `businessType`.
+        BusinessType,
+        "The kind of food-service business.",
+        DomainBusinessType::ALL.iter().map(|v| v.as_str())
+    );
+    enum_schema!(
+        /// `kitchenSize`.
+        KitchenSize,
+        "The size of the prospect's kitchen.",
+        DomainKitchenSize::ALL.iter().map(|v| v.as_str())
+    );
+    enum_schema!(
+        /// `source`.
+        LeadSource,
+        "Where the lead came from (default WEB).",
+        DomainLeadSource::ALL.iter().map(|v| v.as_str())
+    );
+    enum_schema!(
+        /// `status` of a lead as returned.
+        LeadStatus,
+        "The lead's status (SPEC 4.3); DELETED only for admins listing with includeDeleted=true.",
+        DomainLeadStatus::ALL.iter().map(|v| v.as_str())
+    );
+    enum_schema!(
+        /// `status` in a merge patch: every status but `DELETED` (only `DELETE` soft-deletes).
+        LeadStatusChange,
+        "The target status of a manual transition (SPEC 4.3); anything the status machine does not allow is 422.",
+        DomainLeadStatus::ALL
+            .iter()
+            .filter(|s| **s != DomainLeadStatus::Deleted)
+            .map(|v| v.as_str())
+    );
+    enum_schema!(
+        /// `type` of an activity as returned.
+        ActivityType,
+        "What happened; the types after NOTE are written by the system only.",
+        DomainActivityType::ALL.iter().map(|t| t.as_str())
+    );
+    enum_schema!(
+        /// `type` of an activity a user logs.
+        UserActivityType,
+        "The activity types users may log; every one but NOTE is a meaningful contact.",
+        DomainActivityType::ALL
+            .iter()
+            .filter(|t| t.is_user_loggable())
+            .map(|t| t.as_str())
+    );
+    enum_schema!(
+        /// Outcome of a follow-up stage.
+        FollowUpStatus,
+        "Whether the follow-up mail was sent or skipped.",
+        ["SENT", "SKIPPED"]
+    );
+
+    /// The territory of a lead (read-only, derived from `countryCode`).
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct TerritoryRef {
+        /// `DE` or `CH`.
+        pub id: String,
+        /// Display name.
+        pub name: String,
+        /// ISO 4217.
+        pub currency_code: String,
+    }
+
+    /// Lead protection (SPEC 4.5), read-only.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct Protection {
+        /// `registeredAt` + 6 months + `pausedSeconds`.
+        pub protected_until: OffsetDateTime,
+        /// When the 60-day reminder fired.
+        #[schema(required = true)]
+        pub reminder_at: Option<OffsetDateTime>,
+        /// End of the current grace period.
+        #[schema(required = true)]
+        pub grace_until: Option<OffsetDateTime>,
+        /// Set while the clock is stopped.
+        #[schema(required = true)]
+        pub clock_stopped_at: Option<OffsetDateTime>,
+        /// Why the clock is stopped.
+        #[schema(required = true)]
+        pub stop_reason: Option<String>,
+        /// Total stopped time so far.
+        #[schema(minimum = 0)]
+        pub paused_seconds: i64,
+    }
+
+    /// The outcome of one follow-up stage.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct FollowUpMark {
+        /// Sent or skipped.
+        pub status: FollowUpStatus,
+        /// When it was processed.
+        pub processed_at: OffsetDateTime,
+        /// The skip reason (`NO_CONSENT`, `NO_EMAIL`, `RECENT_CONTACT`), null when sent.
+        #[schema(required = true)]
+        pub reason: Option<String>,
+    }
+
+    /// The follow-up stages of a lead (read-only; null until processed).
+    #[derive(Debug, ToSchema)]
+    pub struct FollowUps {
+        /// T+3 (sample offer).
+        #[schema(required = true)]
+        pub t3: Option<FollowUpMark>,
+        /// T+7 (bulk-order offer).
+        #[schema(required = true)]
+        pub t7: Option<FollowUpMark>,
+    }
+
+    /// A lead (SPEC 4.1). Every property is always present; optional values are null.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct Lead {
+        /// Server-assigned.
+        pub id: Uuid,
+        /// +1 on every change; the strong ETag names it.
+        #[schema(minimum = 1)]
+        pub version: i64,
+        /// The company.
+        #[schema(min_length = 1, max_length = 255)]
+        pub company_name: String,
+        /// Contact person.
+        #[schema(required = true, max_length = 255)]
+        pub contact_person: Option<String>,
+        /// Email address.
+        #[schema(required = true, format = Email, max_length = 254)]
+        pub email: Option<String>,
+        /// Phone.
+        #[schema(required = true, max_length = 50)]
+        pub phone: Option<String>,
+        /// Website.
+        #[schema(required = true, max_length = 255)]
+        pub website: Option<String>,
+        /// Street.
+        #[schema(required = true, max_length = 255)]
+        pub street: Option<String>,
+        /// Postal code.
+        #[schema(required = true, max_length = 20)]
+        pub postal_code: Option<String>,
+        /// City.
+        #[schema(required = true, max_length = 100)]
+        pub city: Option<String>,
+        /// ISO 3166-1 alpha-2, upper case.
+        #[schema(pattern = "^[A-Z]{2}$")]
+        pub country_code: String,
+        /// Derived from `countryCode`.
+        pub territory: TerritoryRef,
+        /// Business type.
+        #[schema(required = true)]
+        pub business_type: Option<BusinessType>,
+        /// Kitchen size.
+        #[schema(required = true)]
+        pub kitchen_size: Option<KitchenSize>,
+        /// Employees.
+        #[schema(required = true, minimum = 0)]
+        pub employee_count: Option<i32>,
+        /// Estimated volume, a decimal with at most 2 places.
+        #[schema(required = true, minimum = 0)]
+        pub estimated_volume: Option<f64>,
+        /// Industry.
+        #[schema(required = true, max_length = 50)]
+        pub industry: Option<String>,
+        /// Source.
+        pub source: LeadSource,
+        /// Campaign.
+        #[schema(required = true, max_length = 255)]
+        pub source_campaign: Option<String>,
+        /// Consent to follow-up mails.
+        pub email_consent: bool,
+        /// When consent was given (set by the server).
+        #[schema(required = true)]
+        pub email_consent_at: Option<OffsetDateTime>,
+        /// Status.
+        pub status: LeadStatus,
+        /// Owner; null once released (EXPIRED).
+        #[schema(required = true)]
+        pub owner_user_id: Option<String>,
+        /// Collaborators (a set).
+        pub collaborator_user_ids: Vec<String>,
+        /// Start of protection.
+        pub registered_at: OffsetDateTime,
+        /// Last activity of any kind.
+        #[schema(required = true)]
+        pub last_activity_at: Option<OffsetDateTime>,
+        /// Last meaningful contact.
+        #[schema(required = true)]
+        pub last_meaningful_contact_at: Option<OffsetDateTime>,
+        /// Protection state.
+        pub protection: Protection,
+        /// Follow-up state.
+        pub follow_ups: FollowUps,
+        /// Created.
+        pub created_at: OffsetDateTime,
+        /// Creator's user id.
+        pub created_by: String,
+        /// Last change.
+        pub updated_at: OffsetDateTime,
+        /// Last changer's user id (`system` for automatic changes).
+        pub updated_by: String,
+    }
+
+    /// `POST /api/leads`. Unknown fields are 400; optional fields may be null or absent.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct LeadCreate {
+        /// Required; 1–255 characters after trimming.
+        #[schema(min_length = 1, max_length = 255)]
+        pub company_name: String,
+        /// Contact person.
+        #[schema(max_length = 255)]
+        pub contact_person: Option<String>,
+        /// Email address (an empty string means none).
+        #[schema(format = Email, max_length = 254)]
+        pub email: Option<String>,
+        /// Phone.
+        #[schema(max_length = 50)]
+        pub phone: Option<String>,
+        /// Website.
+        #[schema(max_length = 255)]
+        pub website: Option<String>,
+        /// Street.
+        #[schema(max_length = 255)]
+        pub street: Option<String>,
+        /// Postal code.
+        #[schema(max_length = 20)]
+        pub postal_code: Option<String>,
+        /// City.
+        #[schema(max_length = 100)]
+        pub city: Option<String>,
+        /// ISO 3166-1 alpha-2 (any case); default `DE`.
+        pub country_code: Option<String>,
+        /// Business type.
+        pub business_type: Option<BusinessType>,
+        /// Kitchen size.
+        pub kitchen_size: Option<KitchenSize>,
+        /// Employees.
+        #[schema(minimum = 0)]
+        pub employee_count: Option<i32>,
+        /// Estimated volume, at most 2 decimal places.
+        #[schema(minimum = 0)]
+        pub estimated_volume: Option<f64>,
+        /// Industry.
+        #[schema(max_length = 50)]
+        pub industry: Option<String>,
+        /// Default `WEB`.
+        pub source: Option<LeadSource>,
+        /// Campaign.
+        #[schema(max_length = 255)]
+        pub source_campaign: Option<String>,
+        /// Default false.
+        pub email_consent: Option<bool>,
+        /// Backdated registration (imports; admin only).
+        pub registered_at: Option<OffsetDateTime>,
+    }
+
+    /// `PATCH /api/leads/{id}`: a JSON merge patch. An absent field stays; `null` clears an
+    /// optional one (clearing `companyName`, `countryCode`, `source`, `emailConsent` or `status`
+    /// is 422). Read-only and unknown fields are 400.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct LeadPatch {
+        /// 1–255 characters after trimming.
+        #[schema(required = false, min_length = 1, max_length = 255)]
+        pub company_name: String,
+        /// Contact person.
+        #[schema(max_length = 255)]
+        pub contact_person: Option<String>,
+        /// Email address.
+        #[schema(format = Email, max_length = 254)]
+        pub email: Option<String>,
+        /// Phone.
+        #[schema(max_length = 50)]
+        pub phone: Option<String>,
+        /// Website.
+        #[schema(max_length = 255)]
+        pub website: Option<String>,
+        /// Street.
+        #[schema(max_length = 255)]
+        pub street: Option<String>,
+        /// Postal code.
+        #[schema(max_length = 20)]
+        pub postal_code: Option<String>,
+        /// City.
+        #[schema(max_length = 100)]
+        pub city: Option<String>,
+        /// ISO 3166-1 alpha-2; moving between territories follows it.
+        #[schema(required = false)]
+        pub country_code: String,
+        /// Business type.
+        pub business_type: Option<BusinessType>,
+        /// Kitchen size.
+        pub kitchen_size: Option<KitchenSize>,
+        /// Employees.
+        #[schema(minimum = 0)]
+        pub employee_count: Option<i32>,
+        /// Estimated volume, at most 2 decimal places.
+        #[schema(minimum = 0)]
+        pub estimated_volume: Option<f64>,
+        /// Industry.
+        #[schema(max_length = 50)]
+        pub industry: Option<String>,
+        /// Source.
+        #[schema(required = false)]
+        pub source: LeadSource,
+        /// Campaign.
+        #[schema(max_length = 255)]
+        pub source_campaign: Option<String>,
+        /// Consent to follow-up mails.
+        #[schema(required = false)]
+        pub email_consent: bool,
+        /// A manual transition (SPEC 4.3).
+        #[schema(required = false)]
+        pub status: LeadStatusChange,
+        /// With `status: ACTIVE` on an EXPIRED lead: its new owner (managers/admins).
+        #[schema(min_length = 1, max_length = 64)]
+        pub owner_user_id: Option<String>,
+        /// Replaces the collaborators; null clears them.
+        pub collaborator_user_ids: Option<Vec<String>>,
+    }
+
+    /// A timeline entry (SPEC 5).
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct Activity {
+        /// Server-assigned.
+        pub id: Uuid,
+        /// The lead.
+        pub lead_id: Uuid,
+        /// What happened.
+        #[schema(rename = "type")]
+        pub activity_type: ActivityType,
+        /// When it happened.
+        pub occurred_at: OffsetDateTime,
+        /// Free text.
+        #[schema(required = true, max_length = 2000)]
+        pub description: Option<String>,
+        /// Who logged it (`system` for system entries).
+        pub user_id: String,
+        /// Derived from the type.
+        pub meaningful_contact: bool,
+        /// Server-set details, e.g. old and new status.
+        #[schema(value_type = Object)]
+        pub metadata: serde_json::Value,
+        /// When it was recorded.
+        pub created_at: OffsetDateTime,
+    }
+
+    /// `POST /api/leads/{id}/activities`.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct ActivityCreate {
+        /// A user activity type; system types are 422.
+        #[schema(rename = "type")]
+        pub activity_type: UserActivityType,
+        /// Default now; not in the future.
+        pub occurred_at: Option<OffsetDateTime>,
+        /// Free text.
+        #[schema(max_length = 2000)]
+        pub description: Option<String>,
+    }
+
+    /// A page of leads (`GET /api/leads`).
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct LeadPage {
+        /// The leads of this page.
+        pub data: Vec<Lead>,
+        /// 0-based page number.
+        pub page: u32,
+        /// Page size.
+        #[schema(minimum = 1, maximum = 200)]
+        pub size: u32,
+        /// Matching leads on all pages.
+        pub total: u64,
+        /// Number of pages.
+        pub total_pages: u64,
+    }
+
+    /// A page of a lead's timeline, newest first.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct ActivityPage {
+        /// The activities of this page.
+        pub data: Vec<Activity>,
+        /// 0-based page number.
+        pub page: u32,
+        /// Page size.
+        #[schema(minimum = 1, maximum = 200)]
+        pub size: u32,
+        /// Activities on all pages.
+        pub total: u64,
+        /// Number of pages.
+        pub total_pages: u64,
+    }
+
+    /// `PUT /api/leads/{id}/owner`.
+    #[derive(Debug, ToSchema)]
+    #[schema(rename_all = "camelCase")]
+    pub struct OwnerChange {
+        /// The new owner's user id.
+        #[schema(min_length = 1, max_length = 64)]
+        pub owner_user_id: String,
+    }
+
+    /// `POST /api/leads/{id}/clock/stop`.
+    #[derive(Debug, ToSchema)]
+    pub struct ClockStop {
+        /// Why the protection clock stops.
+        #[schema(min_length = 1, max_length = 500)]
+        pub reason: String,
+    }
+
+    /// The request bodies: unknown fields are rejected (400), which the document states with
+    /// `additionalProperties: false`.
+    pub const REQUEST_BODIES: &[&str] = &[
+        "LeadCreate",
+        "LeadPatch",
+        "ActivityCreate",
+        "OwnerChange",
+        "ClockStop",
+    ];
+}

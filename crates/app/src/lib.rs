@@ -41,7 +41,8 @@ pub struct AppState {
 }
 
 /// Connects, builds the state and starts serving on `listener`. Returns the running server
-/// (await it; it stops gracefully on SIGTERM/SIGINT, letting in-flight requests finish).
+/// (await it; on SIGTERM it stops accepting, lets in-flight requests finish — up to 30 s — and
+/// returns; SIGINT and SIGQUIT stop at once, as actix-server does).
 pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Result<Server> {
     let pool = freshplan_store_postgres::connect(&config.database_url, config.pool_size).await?;
     let store = PgLeadStore::new(pool);

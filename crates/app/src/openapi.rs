@@ -1,6 +1,8 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations.
 
 use utoipa::OpenApi;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::routes;
@@ -31,15 +33,29 @@ use crate::routes;
     components(schemas(
         crate::problem::Problem,
         crate::problem::FieldProblem,
-        crate::dto::TerritoryDto
+        crate::dto::TerritoryDto,
+        crate::dto::schema::Lead,
+        crate::dto::schema::LeadPage,
+        crate::dto::schema::LeadCreate,
+        crate::dto::schema::LeadPatch,
+        crate::dto::schema::Activity,
+        crate::dto::schema::ActivityPage,
+        crate::dto::schema::ActivityCreate,
+        crate::dto::schema::OwnerChange,
+        crate::dto::schema::ClockStop
     ))
 )]
 struct ApiDoc;
 
-/// The document, with the bearer scheme.
+/// The document, with the bearer scheme; request bodies state that unknown fields are refused.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     if let Some(c) = doc.components.as_mut() {
+        for name in crate::dto::schema::REQUEST_BODIES {
+            if let Some(RefOr::T(Schema::Object(o))) = c.schemas.get_mut(*name) {
+                o.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+            }
+        }
         c.add_security_scheme(
             "bearer",
             SecurityScheme::Http(

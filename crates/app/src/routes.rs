@@ -100,7 +100,7 @@ pub async fn list_territories(_caller: Caller) -> HttpResponse {
 /// `GET /api/territories/{id}`
 #[utoipa::path(get, path = "/api/territories/{id}", tag = "territories", security(("bearer" = [])),
     params(("id" = String, Path, description = "DE or CH")),
-    responses((status = 200, body = dto::TerritoryDto), (status = 404, body = Problem)))]
+    responses((status = 200, body = dto::TerritoryDto), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_territory(_caller: Caller, id: web::Path<String>) -> Result<HttpResponse> {
     let tid = id
         .parse::<freshplan_kernel::TerritoryId>()
@@ -113,7 +113,7 @@ pub async fn get_territory(_caller: Caller, id: web::Path<String>) -> Result<Htt
     params(("page" = Option<u32>, Query), ("size" = Option<u32>, Query, description = "1-200"), ("sort" = Option<String>, Query, description = "field,asc|desc"),
            ("status" = Option<Vec<String>>, Query), ("territory" = Option<String>, Query), ("ownerUserId" = Option<String>, Query),
            ("businessType" = Option<String>, Query), ("q" = Option<String>, Query), ("includeDeleted" = Option<bool>, Query)),
-    responses((status = 200, description = "{data, page, size, total, totalPages} with a weak ETag", body = Object), (status = 304), (status = 400, body = Problem)))]
+    responses((status = 200, description = "A page of leads, with a weak ETag", body = dto::schema::LeadPage), (status = 304), (status = 400, body = Problem), (status = 401, body = Problem)))]
 pub async fn list_leads(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -145,8 +145,8 @@ pub async fn list_leads(
 /// `POST /api/leads`
 #[utoipa::path(post, path = "/api/leads", tag = "leads", security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 h")),
-    request_body(content = Object, description = "Lead fields (SPEC 4.1)"),
-    responses((status = 201, body = Object), (status = 400, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+    request_body(content = dto::schema::LeadCreate, description = "Lead fields (SPEC 4.1)"),
+    responses((status = 201, description = "The lead, with Location and ETag", body = dto::schema::Lead), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_lead(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -199,7 +199,7 @@ fn id_of(raw: &str) -> Result<Uuid> {
 
 /// `GET /api/leads/{id}`
 #[utoipa::path(get, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object), (status = 304), (status = 400, body = Problem), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The lead, with a strong ETag", body = dto::schema::Lead), (status = 304), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_lead(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -219,8 +219,9 @@ pub async fn get_lead(
 
 /// `PATCH /api/leads/{id}` (JSON merge patch)
 #[utoipa::path(patch, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = String, Header)), request_body(content = Object, content_type = "application/merge-patch+json"),
-    responses((status = 200, body = Object), (status = 400, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+    params(("id" = Uuid, Path), ("If-Match" = String, Header)),
+    request_body(content((dto::schema::LeadPatch = "application/merge-patch+json"), (dto::schema::LeadPatch = "application/json"))),
+    responses((status = 200, description = "The updated lead and its new ETag", body = dto::schema::Lead), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub async fn patch_lead(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -239,7 +240,7 @@ pub async fn patch_lead(
 
 /// `DELETE /api/leads/{id}`
 #[utoipa::path(delete, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path), ("If-Match" = String, Header)),
-    responses((status = 204), (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)))]
+    responses((status = 204), (status = 401, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)))]
 pub async fn delete_lead(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -255,7 +256,7 @@ pub async fn delete_lead(
 /// `GET /api/leads/{id}/activities`
 #[utoipa::path(get, path = "/api/leads/{id}/activities", tag = "activities", security(("bearer" = [])),
     params(("id" = Uuid, Path), ("page" = Option<u32>, Query), ("size" = Option<u32>, Query)),
-    responses((status = 200, body = Object), (status = 404, body = Problem)))]
+    responses((status = 200, description = "The timeline, newest first", body = dto::schema::ActivityPage), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn list_activities(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -273,8 +274,8 @@ pub async fn list_activities(
 
 /// `POST /api/leads/{id}/activities`
 #[utoipa::path(post, path = "/api/leads/{id}/activities", tag = "activities", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    request_body(content = Object, description = "{type, occurredAt?, description?}"),
-    responses((status = 201, body = Object), (status = 400, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+    request_body(content = dto::schema::ActivityCreate),
+    responses((status = 201, description = "The activity; ETag is the lead's new one", body = dto::schema::Activity), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
 pub async fn log_activity(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -294,8 +295,8 @@ pub async fn log_activity(
 
 /// `PUT /api/leads/{id}/owner`
 #[utoipa::path(put, path = "/api/leads/{id}/owner", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    request_body(content = Object, description = "{ownerUserId}"),
-    responses((status = 200, body = Object), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem)))]
+    request_body(content = dto::schema::OwnerChange),
+    responses((status = 200, description = "The updated lead and its ETag", body = dto::schema::Lead), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
 pub async fn reassign(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -316,8 +317,8 @@ pub async fn reassign(
 
 /// `POST /api/leads/{id}/clock/stop`
 #[utoipa::path(post, path = "/api/leads/{id}/clock/stop", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    request_body(content = Object, description = "{reason}"),
-    responses((status = 200, body = Object), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    request_body(content = dto::schema::ClockStop),
+    responses((status = 200, description = "The updated lead and its ETag", body = dto::schema::Lead), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem), (status = 422, body = Problem)))]
 pub async fn stop_clock(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -338,7 +339,7 @@ pub async fn stop_clock(
 
 /// `POST /api/leads/{id}/clock/resume`
 #[utoipa::path(post, path = "/api/leads/{id}/clock/resume", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, body = Object), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+    responses((status = 200, description = "The updated lead and its ETag", body = dto::schema::Lead), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 412, body = Problem)))]
 pub async fn resume_clock(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -13,6 +13,11 @@ pub(crate) struct TestApp {
 
 /// Boots the application on port 0 against a fresh, migrated database.
 pub(crate) async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await.expect("start")
+}
+
+/// A fresh, migrated database; its URL.
+pub(crate) async fn fresh_database() -> String {
     #[allow(clippy::disallowed_methods)] // tests read where their database is
     let admin = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
@@ -22,7 +27,16 @@ pub(crate) async fn spawn_app() -> TestApp {
     freshplan_store_postgres::migrate(&database_url)
         .await
         .expect("migrate");
-    let config = freshplan_app::config::Config {
+    database_url
+}
+
+/// [`spawn_app`] with the configuration adjusted first (the defaults: HS256 with [`SECRET`], no
+/// JWKS, issuer or audience); the error when the application refuses to start.
+pub(crate) async fn spawn_app_with(
+    adjust: impl FnOnce(&mut freshplan_app::config::Config),
+) -> anyhow::Result<TestApp> {
+    let database_url = fresh_database().await;
+    let mut config = freshplan_app::config::Config {
         database_url: database_url.clone(),
         bind: "127.0.0.1:0".into(),
         hs256_secret: Some(SECRET.into()),
@@ -33,17 +47,16 @@ pub(crate) async fn spawn_app() -> TestApp {
         log_json: false,
         workers: Some(1),
     };
+    adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = freshplan_app::start(&config, listener)
-        .await
-        .expect("start");
+    let server = freshplan_app::start(&config, listener).await?;
     actix_web::rt::spawn(server);
-    TestApp {
+    Ok(TestApp {
         base: format!("http://127.0.0.1:{port}"),
         client: Client::new(),
         database_url,
-    }
+    })
 }
 
 pub(crate) fn token(sub: &str, roles: &[&str], territories: &[&str]) -> String {

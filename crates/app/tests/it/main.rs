@@ -1,6 +1,12 @@
 //! HTTP API tests: the real application on a real port against a fresh PostgreSQL database per
-//! test (SPEC §2, §4, §5, §9).
+//! test (SPEC §2, §4, §5, §9), and the real `freshplan` binary where the process is the point.
 
 mod api;
 mod helpers;
+mod jwks_url;
+mod jwt;
+mod keys;
+mod openapi_schema;
+#[cfg(unix)] // SIGTERM
+mod process;
 mod robustness;
