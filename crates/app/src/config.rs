@@ -24,6 +24,9 @@ pub struct Config {
     pub log_json: bool,
     /// `FRESHPLAN_WORKERS` (default: the number of cores).
     pub workers: Option<usize>,
+    /// `FRESHPLAN_METRICS` (default on): record the SPEC §10 metrics and serve `/metrics`. Off
+    /// only to measure what the metrics cost.
+    pub metrics: bool,
 }
 
 fn var(name: &str) -> Option<String> {
@@ -31,7 +34,33 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
+    match var(name).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if ["1", "true", "on", "yes"].contains(&v.as_str()) => Ok(true),
+        Some(v) if ["0", "false", "off", "no"].contains(&v.as_str()) => Ok(false),
+        Some(v) => anyhow::bail!("{name}={v}: expected true or false"),
+    }
+}
+
 impl Config {
+    /// The defaults of SPEC §11 for `database_url`, with no authentication configured (an
+    /// embedder or a test sets what it needs).
+    pub fn with_defaults(database_url: impl Into<String>) -> Config {
+        Config {
+            database_url: database_url.into(),
+            bind: "127.0.0.1:8080".into(),
+            hs256_secret: None,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            pool_size: 16,
+            log_json: false,
+            workers: None,
+            metrics: true,
+        }
+    }
+
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Config> {
         Ok(Config {
@@ -53,6 +82,7 @@ impl Config {
                 .map(|v| v.parse())
                 .transpose()
                 .context("FRESHPLAN_WORKERS")?,
+            metrics: flag("FRESHPLAN_METRICS", true)?,
         })
     }
 

@@ -7,12 +7,15 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod cockpit;
 pub mod config;
 pub mod dto;
 pub mod http;
+pub mod observe;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod sse;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use actix_web::{App, HttpResponse, HttpServer, middleware, web};
 use freshplan_kernel::{SystemClock, UuidV7Generator};
 use freshplan_leads::LeadService;
 use freshplan_leads::protection::ProtectionPolicy;
+use freshplan_metrics_prometheus::Metrics;
 use freshplan_store_postgres::PgLeadStore;
 
 use crate::auth::Authenticator;
@@ -38,6 +42,8 @@ pub type Leads = LeadService<PgLeadStore, SystemClock, UuidV7Generator>;
 pub struct AppState {
     /// The lead use cases.
     pub leads: Leads,
+    /// The SPEC §10 metrics (`None` when switched off).
+    pub metrics: Option<Metrics>,
 }
 
 /// Connects, builds the state and starts serving on `listener`. Returns the running server
@@ -58,7 +64,8 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
         config.issuer.clone(),
         config.audience.clone(),
     )?;
-    let state = web::Data::new(AppState { leads });
+    let metrics = config.metrics.then(Metrics::new);
+    let state = web::Data::new(AppState { leads, metrics });
     let auth = web::Data::new(Arc::new(authenticator));
     let mut server = HttpServer::new(move || {
         App::new()
@@ -66,6 +73,7 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
             .app_data(auth.clone())
             .wrap(middleware::from_fn(request_id))
             .configure(routes::configure)
+            .configure(cockpit::configure)
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()
                     .content_type("application/problem+json")
@@ -96,6 +104,13 @@ async fn request_id(
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = std::time::Instant::now();
     let mut res = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
+    observe::record(
+        res.request().app_data::<web::Data<AppState>>(),
+        res.request().method().as_str(),
+        res.request().match_pattern().as_deref(),
+        res.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     let _in_span = span.enter();
     tracing::info!(
         status = res.status().as_u16(),

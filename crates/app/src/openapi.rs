@@ -28,7 +28,9 @@ use crate::routes;
         routes::resume_clock,
         routes::openapi,
         routes::live,
-        routes::ready
+        routes::ready,
+        crate::observe::metrics,
+        crate::cockpit::page
     ),
     components(schemas(
         crate::problem::Problem,

@@ -35,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/openapi.json"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
+    ("get", "/metrics"),
+    ("get", "/cockpit"),
 ];
 
 /// Registers every route.
@@ -53,7 +55,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/leads/{id}/clock/resume", web::post().to(resume_clock))
         .route("/api/openapi.json", web::get().to(openapi))
         .route("/health/live", web::get().to(live))
-        .route("/health/ready", web::get().to(ready));
+        .route("/health/ready", web::get().to(ready))
+        .route("/metrics", web::get().to(crate::observe::metrics));
 }
 
 fn lead_response(

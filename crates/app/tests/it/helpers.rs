@@ -37,15 +37,11 @@ pub(crate) async fn spawn_app_with(
 ) -> anyhow::Result<TestApp> {
     let database_url = fresh_database().await;
     let mut config = freshplan_app::config::Config {
-        database_url: database_url.clone(),
         bind: "127.0.0.1:0".into(),
         hs256_secret: Some(SECRET.into()),
-        jwks: None,
-        issuer: None,
-        audience: None,
         pool_size: 4,
-        log_json: false,
         workers: Some(1),
+        ..freshplan_app::config::Config::with_defaults(database_url.clone())
     };
     adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -6,6 +6,7 @@ mod helpers;
 mod jwks_url;
 mod jwt;
 mod keys;
+mod observe;
 mod openapi_schema;
 #[cfg(unix)] // SIGTERM
 mod process;
