@@ -26,6 +26,7 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub mod event;
 pub use event::{CloudEvent, EventError, ExtensionName, KeyBasis, idempotency_key};
 pub use ids::{IdGenerator, UuidV7Generator};
+pub mod metrics;
 pub use territory_id::{TerritoryId, UnknownTerritory};
 
 #[cfg(feature = "mocks")]
