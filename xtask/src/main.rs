@@ -6,7 +6,9 @@
 // clippy.toml forbids `std::env::var` everywhere else.
 #![allow(clippy::disallowed_methods)]
 
+mod demo;
 mod pg;
+mod seed;
 mod test;
 mod tidy;
 mod tools;
@@ -50,6 +52,9 @@ enum Cmd {
         #[arg(default_value = "")]
         territories: String,
     },
+    /// Run the service on realistic demo data: PostgreSQL from DATABASE_URL, else a private
+    /// server under .freshplan/pg; migrate, seed (once), serve, print links and tokens.
+    Demo(demo::DemoArgs),
 }
 
 /// The development secret used when FRESHPLAN_AUTH_HS256_SECRET is unset (never for production).
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
             roles,
             territories,
         } => token(&root, &sub, &roles, &territories),
+        Cmd::Demo(args) => demo::run(&root, &args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
-//! PostgreSQL for `cargo xtask test` (and later `demo` and `bench`).
+//! PostgreSQL for `cargo xtask test`, `demo` and `bench`.
 //!
-//! [`ensure_postgres`] finds a server in this order:
+//! [`ensure_postgres`] finds a server in this order (`demo` skips 2: it uses `DATABASE_URL` or
+//! calls [`start_private`] directly, so it never fills a shared server with demo data):
 //! 1. `DATABASE_URL`, when set;
 //! 2. a server accepting connections on 127.0.0.1:5432 (`postgres://postgres@127.0.0.1:5432/postgres`);
 //! 3. a private server started from the machine's own PostgreSQL binaries, with its cluster in
@@ -38,6 +39,11 @@ impl PgHandle {
     /// Connection URL of a database on the server (superuser, no password).
     pub(crate) fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether dropping the handle stops the server (it was started here, not reused).
+    pub(crate) fn stops_on_drop(&self) -> bool {
+        self.private.is_some()
     }
 }
 
@@ -133,7 +139,8 @@ impl PrivateServer {
     }
 }
 
-fn start_private(workspace_root: &Path) -> Result<PgHandle> {
+/// Starts (or reuses, when one already runs there) the private server of `<workspace>/.freshplan/pg`.
+pub(crate) fn start_private(workspace_root: &Path) -> Result<PgHandle> {
     let bin = find_pg_bin()?;
     let initdb = bin.join("initdb");
     let pg_ctl = bin.join("pg_ctl");
@@ -380,7 +387,7 @@ fn find_pg_bin_in(path: Option<OsString>, versioned_root: &Path) -> Result<PathB
         Some((_, bin)) => Ok(bin),
         None => bail!(
             "no PostgreSQL server binaries (initdb, pg_ctl, postgres) on PATH or under \
-             {}/*/bin, and no DATABASE_URL or server on 127.0.0.1:5432.\n\
+             {}/*/bin to start a private server.\n\
              Install the Debian package `postgresql` (`apt-get install postgresql`), or set \
              DATABASE_URL to a PostgreSQL server.",
             versioned_root.display()
