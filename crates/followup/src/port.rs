@@ -39,6 +39,9 @@ pub struct OutgoingMail {
     pub html: String,
     /// The plain-text body.
     pub text: String,
+    /// The signed unsubscribe link the bodies contain, for the `List-Unsubscribe` header
+    /// (RFC 2369) the dispatcher adds.
+    pub unsubscribe_url: String,
     /// When it was queued.
     #[serde(with = "time::serde::rfc3339")]
     pub queued_at: OffsetDateTime,

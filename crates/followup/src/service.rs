@@ -331,6 +331,7 @@ impl<S: FollowUpStore, C: Clock, I: IdGenerator> FollowUpService<S, C, I> {
             subject: rendered.subject,
             html: rendered.html,
             text: rendered.text,
+            unsubscribe_url: url,
             queued_at: now,
         })
     }

@@ -111,6 +111,12 @@ fn t3_sent_writes_record_activity_mail_and_event_together() {
         UnsubscribeToken::verify(token, SECRET),
         Ok(Uuid::from_u128(1))
     );
+    // The link the bodies carry is the one the List-Unsubscribe header gets.
+    assert_eq!(
+        mail.unsubscribe_url,
+        format!("https://crm.example/unsubscribe?token={token}")
+    );
+    assert!(mail.html.contains(&mail.unsubscribe_url));
     assert!(
         mail.text
             .contains(&freshplan_territory::Territory::get(TerritoryId::De).legal_footer())

@@ -172,6 +172,14 @@ pub trait LeadTx: Send {
     /// visible to the actor.
     fn get(&mut self, id: Uuid) -> impl Future<Output = Result<Option<Lead>, StoreError>> + Send;
 
+    /// A lead by id for reading only: like [`LeadTx::get`] (soft-deleted leads included, `None`
+    /// when missing or not visible to the actor) but without the lock, so plain reads neither
+    /// wait for writers nor make the transaction a writer. Use `get` for a lead about to change.
+    /// The default delegates to `get`, which is correct for stores that do not lock.
+    fn read(&mut self, id: Uuid) -> impl Future<Output = Result<Option<Lead>, StoreError>> + Send {
+        self.get(id)
+    }
+
     /// A visible, non-deleted lead colliding with `keys` (other than `except`).
     fn find_duplicate(
         &mut self,

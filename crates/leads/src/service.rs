@@ -294,7 +294,7 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
     pub async fn get(&self, actor: &Actor, id: Uuid) -> Result<Lead, LeadError> {
         let mut tx = self.store.begin(actor).await?;
         let lead = tx
-            .get(id)
+            .read(id)
             .await?
             .filter(|l| !l.is_deleted())
             .ok_or(LeadError::NotFound)?;
@@ -598,7 +598,7 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
     ) -> Result<Page<Activity>, LeadError> {
         let mut tx = self.store.begin(actor).await?;
         let lead = tx
-            .get(id)
+            .read(id)
             .await?
             .filter(|l| !l.is_deleted())
             .ok_or(LeadError::NotFound)?;

@@ -340,6 +340,34 @@ impl Metrics {
     }
 }
 
+/// The event pipeline's metrics port (`freshplan-events-pg` reports through it): forwards to the
+/// inherent methods of the same names.
+impl freshplan_kernel::metrics::EventMetrics for Metrics {
+    fn event_published(&self, event_type: &str, module: &'static str, ok: bool) {
+        Metrics::event_published(self, event_type, module, ok);
+    }
+
+    fn event_consumed(&self, event_type: &str, consumer: &'static str, result: &'static str) {
+        Metrics::event_consumed(self, event_type, consumer, result);
+    }
+
+    fn event_latency(&self, event_type: &str, path: &'static str, seconds: f64) {
+        Metrics::event_latency(self, event_type, path, seconds);
+    }
+
+    fn dedupe(&self, entries: u64, hit_rate: f64) {
+        Metrics::dedupe(self, entries, hit_rate);
+    }
+
+    fn outbox_pending(&self, pending: u64) {
+        Metrics::outbox_pending(self, pending);
+    }
+
+    fn listener_reconnected(&self) {
+        Metrics::listener_reconnected(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,6 +477,37 @@ mod tests {
             }
         }
         assert!(referenced > 20, "the ops files reference the metrics");
+    }
+
+    /// Every method of the port lands in the metric of the same name (no call is dropped or
+    /// routed to another metric by the forwarding impl).
+    #[test]
+    fn the_event_metrics_port_forwards_to_the_spec_metrics() {
+        use freshplan_kernel::metrics::{CONSUMED_DUPLICATE, EventMetrics, PATH_NOTIFY};
+        let m = Metrics::new();
+        let port: std::sync::Arc<dyn EventMetrics> = std::sync::Arc::new(m.clone());
+        port.event_published("lead.created.v1", "leads", true);
+        port.event_published("lead.created.v1", "leads", false);
+        port.event_consumed("lead.updated.v1", "sse", CONSUMED_DUPLICATE);
+        port.event_latency("lead.deleted.v1", PATH_NOTIFY, 0.004);
+        port.dedupe(12, 0.25);
+        port.outbox_pending(9);
+        port.listener_reconnected();
+        port.listener_reconnected();
+        let text = m.encode();
+        for line in [
+            r#"freshplan_events_published_total{event_type="lead.created.v1",module="leads",result="ok"} 1"#,
+            r#"freshplan_events_published_total{event_type="lead.created.v1",module="leads",result="error"} 1"#,
+            r#"freshplan_events_consumed_total{event_type="lead.updated.v1",module="sse",result="duplicate"} 1"#,
+            r#"freshplan_event_latency_seconds_bucket{event_type="lead.deleted.v1",path="notify",le="0.005"} 1"#,
+            r#"freshplan_event_latency_seconds_bucket{event_type="lead.deleted.v1",path="notify",le="0.0025"} 0"#,
+            "freshplan_dedupe_cache_entries 12",
+            "freshplan_dedupe_cache_hit_rate 0.25",
+            "freshplan_outbox_pending 9",
+            "freshplan_event_listener_reconnects_total 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
     }
 
     #[test]

@@ -31,10 +31,13 @@ use sqlx::{Connection as _, Executor as _, PgConnection, PgPool, Postgres, Trans
 use freshplan_kernel::Actor;
 
 mod error;
+/// The follow-up ports on PostgreSQL, the run guard and log, and the cockpit figures.
+pub mod followup;
 mod rows;
 mod store;
 
-pub use store::{PgLeadStore, PgLeadTx};
+pub use followup::{ExclusiveRun, PgFollowUpStore, PgFollowUpTx, RunGuard, RunOutcome, RunRecord};
+pub use store::{AfterCommit, PgLeadStore, PgLeadTx};
 /// Helpers for HTTP-level tests against a real database.
 pub mod testing;
 

@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row as _, Transaction};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use freshplan_kernel::{Actor, CloudEvent, TerritoryId, UserId};
+use freshplan_kernel::{Actor, CloudEvent, Role, TerritoryId, UserId};
 use freshplan_leads::Lead;
 use freshplan_leads::activity::Activity;
 use freshplan_leads::duplicates::DuplicateKeys;
@@ -37,6 +37,22 @@ use crate::rows::{self, ACTIVITY_COLUMNS, LEAD_COLUMNS, LEAD_FROM, LEAD_WRITE_CO
 pub struct PgLeadStore {
     pool: PgPool,
     policy: ProtectionPolicy,
+    after_commit: Option<Hook>,
+}
+
+/// What [`PgLeadStore::with_after_commit`] installs: called with the events a unit of work
+/// appended, right after its commit succeeded. It runs on the committing task, so it must be
+/// cheap and must not block (e.g. poke the event pipeline's commit signal, count metrics).
+pub type AfterCommit = std::sync::Arc<dyn Fn(&[CloudEvent]) + Send + Sync>;
+
+/// An [`AfterCommit`] with a `Debug` impl (closures have none).
+#[derive(Clone)]
+struct Hook(AfterCommit);
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AfterCommit(..)")
+    }
 }
 
 impl PgLeadStore {
@@ -48,7 +64,20 @@ impl PgLeadStore {
 
     /// A store whose sweep index uses `policy`.
     pub fn with_policy(pool: PgPool, policy: ProtectionPolicy) -> PgLeadStore {
-        PgLeadStore { pool, policy }
+        PgLeadStore {
+            pool,
+            policy,
+            after_commit: None,
+        }
+    }
+
+    /// This store, calling `hook` with the appended events after every unit of work that
+    /// appended events **and committed** — never after a rollback, a drop or a failed commit.
+    /// The app wakes the event pipeline with it (SPEC §7.3: NOTIFY never inside the request
+    /// transaction).
+    pub fn with_after_commit(mut self, hook: AfterCommit) -> PgLeadStore {
+        self.after_commit = Some(Hook(hook));
+        self
     }
 
     /// The pool.
@@ -62,7 +91,26 @@ impl PgLeadStore {
 pub struct PgLeadTx {
     tx: Transaction<'static, Postgres>,
     user_id: UserId,
+    /// Whether the actor reads leads only as their owner or a collaborator (see [`owned_only`]).
+    owned_only: bool,
     policy: ProtectionPolicy,
+    /// The store's after-commit hook, and the events appended so far (kept only when there is
+    /// a hook).
+    after_commit: Option<Hook>,
+    appended: Vec<CloudEvent>,
+}
+
+/// Whether `actor` sees leads only through the sales arm of the leads policy (owned or
+/// collaborating): a sales rep without admin, manager or viewer. The policy (migrations/0002)
+/// decides visibility either way; the list statement restates this arm as an id set the planner
+/// can take from the owner and collaborator indexes, because the policy's OR of all arms can only
+/// be checked row by row (a scan of every lead in the territory).
+fn owned_only(actor: &Actor) -> bool {
+    !actor.is_system()
+        && actor.has_role(Role::Sales)
+        && ![Role::Admin, Role::Manager, Role::Viewer]
+            .into_iter()
+            .any(|r| actor.has_role(r))
 }
 
 impl fmt::Debug for PgLeadTx {
@@ -91,7 +139,10 @@ impl LeadStore for PgLeadStore {
         Ok(PgLeadTx {
             tx,
             user_id: actor.user_id().clone(),
+            owned_only: owned_only(actor),
             policy: self.policy,
+            after_commit: self.after_commit.clone(),
+            appended: Vec::new(),
         })
     }
 }
@@ -246,9 +297,25 @@ enum ListShape {
     Count,
 }
 
-/// The list statement: the optional search CTE, then the page (with the total as an
-/// uncorrelated scalar subquery, computed once) or the count alone. One round trip.
-fn list_statement(q: &LeadQuery, shape: ListShape) -> QueryBuilder<'static, Postgres> {
+/// The list statement: the optional search CTE, then the page (each row carrying the total) or
+/// the count alone. One round trip.
+///
+/// `owned_by`: the actor sees only leads it owns or collaborates on ([`owned_only`]); the
+/// statement then restricts itself to the owner's leads and the ids in `lead_collaborators` (the
+/// trigger-kept mirror of `collaborator_user_ids`), the same set the policy allows, found
+/// through indexes instead of a scan.
+///
+/// The total comes from the count read model (`lead_counts` + `lead_count_deltas`,
+/// migrations/0005) when the actor sees whole territories and the filter uses only the columns
+/// it is keyed by (territory, status, business type); otherwise by counting the matching rows
+/// (a window count over the page's own scan), which the owner, collaborator and search filters
+/// keep to small sets.
+fn list_statement(
+    q: &LeadQuery,
+    shape: ListShape,
+    owned_by: Option<&UserId>,
+) -> QueryBuilder<'static, Postgres> {
+    let counted = owned_by.is_none() && q.q.is_none() && q.owner.is_none();
     let mut qb = QueryBuilder::new("");
     let search = q.q.is_some();
     if let Some(needle) = &q.q {
@@ -288,19 +355,77 @@ fn list_statement(q: &LeadQuery, shape: ListShape) -> QueryBuilder<'static, Post
         if search {
             qb.push(" and l.id in (select id from hits)");
         }
+        if let Some(user) = owned_by {
+            // Both arms are leakproof comparisons on indexed columns (the owner index, the
+            // primary key), so the planner may combine them in a BitmapOr before the policy.
+            qb.push(" and (l.owner_user_id = ");
+            qb.push_bind(user.as_str().to_owned());
+            qb.push(
+                " or l.id = any(array(select c.lead_id from lead_collaborators c \
+                 where c.user_id = ",
+            );
+            qb.push_bind(user.as_str().to_owned());
+            qb.push(")))");
+        }
+    };
+    // The scalar total: a sum over the read model's rows of the matching keys (its policy
+    // admits exactly the territories the actor sees in full), or a count of the matching leads.
+    let total = |qb: &mut QueryBuilder<'static, Postgres>| {
+        if !counted {
+            qb.push("(select count(*) from leads l where ");
+            filters(qb);
+            qb.push(")");
+            return;
+        }
+        qb.push(
+            "(select coalesce(sum(k.n), 0)::bigint from (\
+             select c.territory_id, c.status, c.business_type, c.n from lead_counts c \
+             union all \
+             select d.territory_id, d.status, d.business_type, d.n from lead_count_deltas d\
+             ) k where true",
+        );
+        if !q.include_deleted {
+            qb.push(" and k.status <> 'DELETED'");
+        }
+        if !q.statuses.is_empty() {
+            qb.push(" and k.status = any(");
+            qb.push_bind(
+                q.statuses
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            );
+            qb.push(")");
+        }
+        if let Some(t) = q.territory {
+            qb.push(" and k.territory_id = ");
+            qb.push_bind(t.as_str());
+        }
+        if let Some(b) = q.business_type {
+            qb.push(" and k.business_type = ");
+            qb.push_bind(b.as_str());
+        }
+        qb.push(")");
     };
     match shape {
         ListShape::Count => {
-            qb.push("select count(*) as total_count from leads l where ");
-            filters(&mut qb);
+            qb.push("select ");
+            total(&mut qb);
+            qb.push(" as total_count");
         }
         ListShape::Page => {
             let dir = if q.descending { "desc" } else { "asc" };
             qb.push("select ");
             qb.push(LEAD_COLUMNS);
-            qb.push(", (select count(*) from leads l where ");
-            filters(&mut qb);
-            qb.push(") as total_count from ");
+            if counted {
+                qb.push(", ");
+                total(&mut qb);
+                qb.push(" as total_count from ");
+            } else {
+                // The matching set is small here and is read whole for the sort anyway: count
+                // it in the same pass instead of a second scan.
+                qb.push(", count(*) over () as total_count from ");
+            }
             qb.push(LEAD_FROM);
             qb.push(" where ");
             filters(&mut qb);
@@ -320,11 +445,25 @@ fn lead_rows(rows: &[PgRow]) -> Result<Vec<Lead>, StoreError> {
     rows.iter().map(rows::lead).collect()
 }
 
+/// The lead by id, without a lock (reads).
+static READ_LEAD: LazyLock<String> =
+    LazyLock::new(|| format!("select {LEAD_COLUMNS} from {LEAD_FROM} where l.id = $1"));
+
 impl LeadTx for PgLeadTx {
+    async fn read(&mut self, id: Uuid) -> Result<Option<Lead>, StoreError> {
+        // No row lock: a lock would make every read a writing transaction (a transaction id, a
+        // WAL record for the lock and a WAL flush at commit) and queue it behind writers.
+        let row = sqlx::query(&READ_LEAD)
+            .bind(id)
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(store_error("read a lead"))?;
+        row.as_ref().map(rows::lead).transpose()
+    }
+
     async fn get(&mut self, id: Uuid) -> Result<Option<Lead>, StoreError> {
         // `no key update`: serialises changes to the lead without blocking inserts that merely
-        // reference it (activities, follow-ups). Readers lock too: the lead is read for a change
-        // more often than not, and a reader's lock lasts one short transaction.
+        // reference it (activities, follow-ups). Plain reads use `read`, which does not lock.
         let row = sqlx::query(&format!(
             "select {LEAD_COLUMNS} from {LEAD_FROM} where l.id = $1 for no key update of l"
         ))
@@ -454,7 +593,8 @@ impl LeadTx for PgLeadTx {
                 total: 0,
             });
         }
-        let rows = list_statement(query, ListShape::Page)
+        let owned_by = self.owned_only.then_some(&self.user_id);
+        let rows = list_statement(query, ListShape::Page, owned_by)
             .build()
             .fetch_all(&mut *self.tx)
             .await
@@ -465,7 +605,7 @@ impl LeadTx for PgLeadTx {
                 .map_err(store_error("list leads"))?,
             None if query.page == 0 && query.size > 0 => 0,
             // Past the last page (or an empty page size): no row carried the count.
-            None => list_statement(query, ListShape::Count)
+            None => list_statement(query, ListShape::Count, owned_by)
                 .build()
                 .fetch_one(&mut *self.tx)
                 .await
@@ -503,6 +643,9 @@ impl LeadTx for PgLeadTx {
         .execute(&mut *self.tx)
         .await
         .map_err(store_error("append an event"))?;
+        if self.after_commit.is_some() {
+            self.appended.push(event.clone());
+        }
         Ok(())
     }
 
@@ -595,7 +738,13 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await.map_err(store_error("commit"))
+        self.tx.commit().await.map_err(store_error("commit"))?;
+        if let Some(Hook(hook)) = &self.after_commit
+            && !self.appended.is_empty()
+        {
+            hook(&self.appended);
+        }
+        Ok(())
     }
 }
 
@@ -637,5 +786,126 @@ mod tests {
         };
         assert_ne!(company_key(&with), company_key(&without));
         assert_eq!(company_key(&without), r#"["a",null,"DE"]"#);
+    }
+
+    /// Keys whose read-model sum differs from the count of the leads (either way).
+    const COUNT_MISMATCHES: &str = "
+        with model as (
+            select territory_id, status, business_type, sum(n) as n
+              from (select territory_id, status, business_type, n from lead_counts
+                    union all
+                    select territory_id, status, business_type, n from lead_count_deltas) k
+             group by 1, 2, 3
+            having sum(n) <> 0),
+        actual as (
+            select territory_id, status, coalesce(business_type, '') as business_type,
+                   count(*)::numeric as n
+              from leads group by 1, 2, 3)
+        select count(*) from ((table model except table actual)
+                              union all (table actual except table model)) x";
+
+    /// The count read model of migrations/0005 follows bulk and single-row inserts, updates
+    /// (folded or not), deletes and truncation, and the application role reads only what its
+    /// context sees in full.
+    #[sqlx::test(migrator = "crate::MIGRATOR")]
+    async fn the_count_read_model_matches_the_leads(pool: PgPool) -> sqlx::Result<()> {
+        let mismatches = |pool: &PgPool| {
+            let pool = pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(COUNT_MISMATCHES)
+                    .fetch_one(&pool)
+                    .await
+            }
+        };
+        sqlx::raw_sql(
+            "insert into leads (id, version, company_name, country_code, source, email_consent, \
+                                territory_id, status, business_type, registered_at, created_at, \
+                                created_by, updated_at, updated_by, company_key) \
+             select gen_random_uuid(), 1, 'Lead ' || n, 'DE', 'WEB', false, \
+                    case when n % 4 = 0 then 'CH' else 'DE' end, \
+                    (array['REGISTERED', 'ACTIVE', 'LOST'])[n % 3 + 1], \
+                    (array['HOTEL', 'CANTEEN', null])[n % 3 + 1], now(), now(), 'u', now(), 'u', \
+                    'key ' || n \
+               from generate_series(1, 500) n",
+        )
+        .execute(&pool)
+        .await?;
+        assert_eq!(mismatches(&pool).await?, 0, "after a bulk insert");
+        sqlx::raw_sql(
+            "do $$ begin for i in 1..300 loop \
+                 update leads set status = (array['ACTIVE', 'QUALIFIED', 'DELETED'])[i % 3 + 1], \
+                                  territory_id = case when i % 7 = 0 then 'CH' else territory_id end \
+                  where id = (select id from leads order by company_name offset i limit 1); \
+             end loop; end $$; \
+             update leads set business_type = 'OTHER' where company_name like 'Lead 1%'; \
+             update leads set phone = '1' where company_name like 'Lead 2%'; \
+             delete from leads where company_name like 'Lead 3%';",
+        )
+        .execute(&pool)
+        .await?;
+        assert_eq!(mismatches(&pool).await?, 0, "after updates and deletes");
+        sqlx::raw_sql(
+            "select freshplan_fold_lead_counts(territory_id, status, business_type) \
+               from lead_counts",
+        )
+        .execute(&pool)
+        .await?;
+        let deltas: i64 = sqlx::query_scalar("select count(*) from lead_count_deltas")
+            .fetch_one(&pool)
+            .await?;
+        assert_eq!(deltas, 0, "folding every key consumes every delta");
+        assert_eq!(mismatches(&pool).await?, 0, "after folding");
+
+        // As the application: a DE manager reads DE's total, a sales rep nothing, nobody writes.
+        let app = crate::app_pool_options(sqlx::postgres::PgPoolOptions::new().max_connections(1))
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await?;
+        let total_as = |actor: Actor| {
+            let app = app.clone();
+            async move {
+                let mut tx = crate::begin_as(&app, &actor).await?;
+                let n: i64 = sqlx::query_scalar(
+                    "select coalesce(sum(n), 0)::bigint from \
+                     (select n from lead_counts union all select n from lead_count_deltas) k",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(n)
+            }
+        };
+        let de: i64 = sqlx::query_scalar("select count(*) from leads where territory_id = 'DE'")
+            .fetch_one(&pool)
+            .await?;
+        let manager = Actor::new(
+            UserId::parse("m").unwrap(),
+            [Role::Manager],
+            [TerritoryId::De],
+        );
+        assert_eq!(total_as(manager.clone()).await?, de);
+        let sales = Actor::new(
+            UserId::parse("s").unwrap(),
+            [Role::Sales],
+            [TerritoryId::De],
+        );
+        assert_eq!(total_as(sales).await?, 0);
+        let mut tx = crate::begin_as(&app, &manager).await?;
+        let denied = sqlx::query(
+            "insert into lead_count_deltas (territory_id, status, business_type, n) \
+             values ('DE', 'ACTIVE', '', 1000)",
+        )
+        .execute(&mut *tx)
+        .await;
+        assert!(
+            denied.is_err(),
+            "the application cannot write the read model"
+        );
+        drop(tx);
+
+        sqlx::raw_sql("truncate leads cascade")
+            .execute(&pool)
+            .await?;
+        assert_eq!(mismatches(&pool).await?, 0, "after truncate");
+        Ok(())
     }
 }

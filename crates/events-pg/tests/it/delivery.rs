@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use freshplan_events_pg::{
     CHANNEL_DASHBOARD, CHANNEL_EVENTS, CommitSignal, ConsumerError, ConsumerMode, Cursor,
-    EventConsumer, EventPipeline, OutboxEvent, checkpoint, head, purge_outbox, read_page,
+    EventConsumer, EventPipeline, FeedPage, OutboxEvent, checkpoint, head, purge_outbox, read_page,
 };
 use freshplan_kernel::{Actor, Role, TerritoryId, UserId};
 use freshplan_leads::ports::{LeadStore as _, LeadTx as _};
@@ -43,6 +43,9 @@ async fn the_feed_pages_in_commit_order_and_never_skips_a_late_commit() {
     deleted.event_type = "lead.deleted.v1".into();
     publish(&store, None, &deleted).await;
 
+    // Visibility waits for every older transaction on the cluster (other tests create databases
+    // concurrently), so wait until all four are final before paging.
+    settled(&pool, None, 4).await;
     // Pages of two, then nothing new: nextCursor stays.
     let p1 = read_page(&pool, &admin(), None, 2, None)
         .await
@@ -124,9 +127,7 @@ async fn the_feed_pages_in_commit_order_and_never_skips_a_late_commit() {
     .await
     .expect("ids");
     assert_eq!(ids[0].0, "late", "late has the smaller id: {ids:?}");
-    let after = read_page(&pool, &admin(), Some(from), 100, None)
-        .await
-        .expect("page");
+    let after = settled(&pool, Some(from), 2).await;
     assert_eq!(
         subjects(&after.events),
         ["late", "early"],
@@ -136,6 +137,21 @@ async fn the_feed_pages_in_commit_order_and_never_skips_a_late_commit() {
     su.close().await.ok();
     pool.close().await;
     db.drop().await;
+}
+
+/// The feed page after `after` once it holds at least `n` events (events become final when every
+/// older transaction on the cluster has ended; other tests' transactions can delay that).
+async fn settled(pool: &sqlx::PgPool, after: Option<Cursor>, n: usize) -> FeedPage {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page = read_page(pool, &admin(), after, 100, None)
+            .await
+            .expect("page");
+        if page.events.len() >= n || tokio::time::Instant::now() > deadline {
+            return page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]

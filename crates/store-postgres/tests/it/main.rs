@@ -8,6 +8,9 @@
 //! `freshplan_app`), and uses the superuser pool only to set up or inspect rows behind the
 //! policies' back.
 
+mod after_commit;
+mod followup;
+mod followup_cockpit;
 mod helpers;
 mod list;
 mod rls;
