@@ -129,6 +129,8 @@ pub(crate) fn run(workspace_root: &Path, args: &DemoArgs) -> Result<()> {
     for (name, value) in [
         ("FRESHPLAN_PUBLIC_URL", base.as_str()),
         ("FRESHPLAN_UNSUBSCRIBE_SECRET", DEMO_UNSUBSCRIBE_SECRET),
+        // The demo is development: its unsubscribe secret is published in this file.
+        ("FRESHPLAN_ENV", "development"),
         // Warnings only, so the links below stay readable; RUST_LOG=info shows every request.
         ("RUST_LOG", "warn"),
     ] {

@@ -1,6 +1,59 @@
 //! Configuration from the environment (SPEC §11). The only place that reads it.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::Context;
+
+use freshplan_kernel::{Clock, SystemClock};
+
+/// Default of [`Config::events_retention`]: 7 days (SPEC §7.5).
+pub const DEFAULT_EVENTS_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// Default of [`Config::sse_keep_alive`].
+pub const DEFAULT_SSE_KEEP_ALIVE: Duration = crate::sse::KEEP_ALIVE;
+
+/// Default of [`Config::sse_buffer`].
+pub const DEFAULT_SSE_BUFFER: usize = 1024;
+
+/// Default of [`Config::followup_cron`]: every 15 minutes (SPEC §11).
+pub const DEFAULT_FOLLOWUP_CRON: &str = "0 */15 * * * *";
+
+/// Default of [`Config::sweep_cron`]: every 5 minutes, at second 30 (off the follow-up run's
+/// full minutes; docs/decisions/0007).
+pub const DEFAULT_SWEEP_CRON: &str = "30 */5 * * * *";
+
+/// Default of [`Config::mail_poll`].
+pub const DEFAULT_MAIL_POLL: Duration = Duration::from_secs(10);
+
+/// The clock the follow-up side plans, records and counts "today" with: the wall clock unless
+/// an embedder or a test sets another ([`Config::followup_clock`]). Follow-ups go out only
+/// inside business hours (SPEC §6), so a test that sends mail at any hour runs this clock at a
+/// business hour. The environment cannot set it.
+#[derive(Clone, Default)]
+pub struct FollowUpClock(Option<Arc<dyn Clock>>);
+
+impl FollowUpClock {
+    /// A follow-up clock other than the wall clock.
+    pub fn new(clock: Arc<dyn Clock>) -> FollowUpClock {
+        FollowUpClock(Some(clock))
+    }
+
+    /// The clock to use.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.0.clone().unwrap_or_else(|| Arc::new(SystemClock))
+    }
+}
+
+impl std::fmt::Debug for FollowUpClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FollowUpClock(custom)"
+        } else {
+            "FollowUpClock(system)"
+        })
+    }
+}
 
 /// The service configuration.
 #[derive(Debug, Clone)]
@@ -27,11 +80,92 @@ pub struct Config {
     /// `FRESHPLAN_METRICS` (default on): record the SPEC §10 metrics and serve `/metrics`. Off
     /// only to measure what the metrics cost.
     pub metrics: bool,
+    /// `FRESHPLAN_EVENTS` (default on): run the event pipeline on this replica — the after-commit
+    /// wake-up, the coalesced NOTIFY, the listener connection, the in-process consumers, the SSE
+    /// stream and outbox retention. Off does **not** stop writing events: the outbox row is part
+    /// of every lead transaction (an event exists iff its change committed), and
+    /// `GET /api/events` still serves it. Off is for measuring what delivery costs, or for a
+    /// replica that must not hold a listener connection; `/api/events/stream` answers 503 there.
+    pub events: bool,
+    /// `FRESHPLAN_EVENTS_RETENTION` (default `7d`; `s`, `m`, `h` or `d`; `off`: this replica
+    /// does not purge): how long outbox events stay readable by the feed (SPEC §7.5).
+    pub events_retention: Option<Duration>,
+    /// `FRESHPLAN_SSE_KEEPALIVE` (default `15s`): a comment line is sent on an SSE stream that
+    /// has been quiet this long (below the usual proxy idle timeouts).
+    pub sse_keep_alive: Duration,
+    /// `FRESHPLAN_SSE_BUFFER` (default 1024): how many events an event-stream client may fall
+    /// behind this replica's broadcast before it catches up from the outbox instead (memory per
+    /// replica, not per client; catching up costs outbox reads).
+    pub sse_buffer: usize,
+    /// `FRESHPLAN_ENV` = `production` (default) | `development`. Development accepts any
+    /// non-empty unsubscribe secret (and the published development one when none is set) and
+    /// defaults `FRESHPLAN_PUBLIC_URL` to `http://<FRESHPLAN_BIND>`; production refuses both.
+    pub development: bool,
+    /// `FRESHPLAN_PUBLIC_URL`: the externally visible base URL of this service (unsubscribe
+    /// links are `<public>/unsubscribe?token=…`). Required outside development.
+    pub public_url: Option<String>,
+    /// `FRESHPLAN_UNSUBSCRIBE_SECRET`: the HMAC key of unsubscribe tokens. Outside development
+    /// at least 32 bytes and not a published default, or the service does not start.
+    pub unsubscribe_secret: Option<String>,
+    /// `FRESHPLAN_FOLLOWUP_ENABLED` (default true): run follow-ups on [`Config::followup_cron`].
+    /// Off stops only the schedule; `POST /api/followups/run` still works.
+    pub followup_enabled: bool,
+    /// `FRESHPLAN_FOLLOWUP_CRON` (six fields with seconds, UTC; default
+    /// [`DEFAULT_FOLLOWUP_CRON`]).
+    pub followup_cron: String,
+    /// `FRESHPLAN_SWEEP_ENABLED` (default true): run the protection sweep on
+    /// [`Config::sweep_cron`].
+    pub sweep_enabled: bool,
+    /// `FRESHPLAN_SWEEP_CRON` (six fields with seconds, UTC; default [`DEFAULT_SWEEP_CRON`]).
+    pub sweep_cron: String,
+    /// `FRESHPLAN_SMTP_URL` (`smtp://host:port`, `smtp://host:587?tls=required`,
+    /// `smtps://user:password@host:465`): start the mail dispatcher on this replica. Without it
+    /// mails stay queued and visible (`GET /api/mails`).
+    pub smtp_url: Option<String>,
+    /// `FRESHPLAN_MAIL_FROM` (`Name <address>`): the sender; required with an SMTP URL.
+    pub mail_from: Option<String>,
+    /// `FRESHPLAN_MAIL_REPLY_TO` (optional `Reply-To`).
+    pub mail_reply_to: Option<String>,
+    /// `FRESHPLAN_MAIL_POLL` (default `10s`): how often the dispatcher looks for due mails
+    /// (retries); a follow-up run or a requeue wakes it at once.
+    pub mail_poll: Duration,
+    /// The follow-up side's clock (default: the wall clock; not read from the environment).
+    pub followup_clock: FollowUpClock,
 }
 
 fn var(name: &str) -> Option<String> {
     #[allow(clippy::disallowed_methods)] // app is where configuration is read
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A duration such as `500ms`, `45s`, `30m`, `12h` or `7d` (a unit is required).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60 * 1000,
+        "h" => 60 * 60 * 1000,
+        "d" => 24 * 60 * 60 * 1000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms).map(Duration::from_millis)
+}
+
+/// A positive duration from the environment, or `default`.
+fn duration(name: &str, default: Duration) -> anyhow::Result<Duration> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => match parse_duration(&v) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => anyhow::bail!(
+                "{name}={v}: expected a positive duration such as 45s, 30m, 12h or 7d"
+            ),
+        },
+    }
 }
 
 fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
@@ -58,6 +192,22 @@ impl Config {
             log_json: false,
             workers: None,
             metrics: true,
+            events: true,
+            events_retention: Some(DEFAULT_EVENTS_RETENTION),
+            sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
+            sse_buffer: DEFAULT_SSE_BUFFER,
+            development: false,
+            public_url: None,
+            unsubscribe_secret: None,
+            followup_enabled: true,
+            followup_cron: DEFAULT_FOLLOWUP_CRON.into(),
+            sweep_enabled: true,
+            sweep_cron: DEFAULT_SWEEP_CRON.into(),
+            smtp_url: None,
+            mail_from: None,
+            mail_reply_to: None,
+            mail_poll: DEFAULT_MAIL_POLL,
+            followup_clock: FollowUpClock::default(),
         }
     }
 
@@ -83,6 +233,42 @@ impl Config {
                 .transpose()
                 .context("FRESHPLAN_WORKERS")?,
             metrics: flag("FRESHPLAN_METRICS", true)?,
+            events: flag("FRESHPLAN_EVENTS", true)?,
+            events_retention: match var("FRESHPLAN_EVENTS_RETENTION") {
+                Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
+                _ => Some(duration(
+                    "FRESHPLAN_EVENTS_RETENTION",
+                    DEFAULT_EVENTS_RETENTION,
+                )?),
+            },
+            sse_keep_alive: duration("FRESHPLAN_SSE_KEEPALIVE", DEFAULT_SSE_KEEP_ALIVE)?,
+            sse_buffer: match var("FRESHPLAN_SSE_BUFFER") {
+                None => DEFAULT_SSE_BUFFER,
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1 << 20).contains(n))
+                    .with_context(|| format!("FRESHPLAN_SSE_BUFFER={v}: expected 1 to 1048576"))?,
+            },
+            development: match var("FRESHPLAN_ENV").map(|v| v.trim().to_ascii_lowercase()) {
+                None => false,
+                Some(v) if v == "development" => true,
+                Some(v) if v == "production" => false,
+                Some(v) => anyhow::bail!("FRESHPLAN_ENV={v}: expected production or development"),
+            },
+            public_url: var("FRESHPLAN_PUBLIC_URL"),
+            unsubscribe_secret: var("FRESHPLAN_UNSUBSCRIBE_SECRET"),
+            followup_enabled: flag("FRESHPLAN_FOLLOWUP_ENABLED", true)?,
+            followup_cron: var("FRESHPLAN_FOLLOWUP_CRON")
+                .unwrap_or_else(|| DEFAULT_FOLLOWUP_CRON.into()),
+            sweep_enabled: flag("FRESHPLAN_SWEEP_ENABLED", true)?,
+            sweep_cron: var("FRESHPLAN_SWEEP_CRON").unwrap_or_else(|| DEFAULT_SWEEP_CRON.into()),
+            smtp_url: var("FRESHPLAN_SMTP_URL"),
+            mail_from: var("FRESHPLAN_MAIL_FROM"),
+            mail_reply_to: var("FRESHPLAN_MAIL_REPLY_TO"),
+            mail_poll: duration("FRESHPLAN_MAIL_POLL", DEFAULT_MAIL_POLL)?,
+            followup_clock: FollowUpClock::default(),
         })
     }
 
@@ -98,6 +284,32 @@ impl Config {
                 std::fs::read_to_string(path)
                     .with_context(|| format!("reading JWKS file {path}"))?,
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_need_a_unit_and_a_number() {
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1800)));
+        assert_eq!(parse_duration(" 45s "), Some(Duration::from_secs(45)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in [
+            "",
+            "7",
+            "d",
+            "7 d",
+            "7days",
+            "-1d",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
         }
     }
 }

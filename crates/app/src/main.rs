@@ -27,7 +27,10 @@ async fn main() -> anyhow::Result<()> {
             let listener = TcpListener::bind(&config.bind)
                 .with_context(|| format!("binding {}", config.bind))?;
             tracing::info!(address = %config.bind, "serving");
-            freshplan_app::start(&config, listener).await?.await?;
+            freshplan_app::start(&config, listener)
+                .await?
+                .run_until_signal()
+                .await?;
             tracing::info!("stopped");
             Ok(())
         }

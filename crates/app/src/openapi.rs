@@ -26,6 +26,16 @@ use crate::routes;
         routes::reassign,
         routes::stop_clock,
         routes::resume_clock,
+        crate::feed::list,
+        crate::feed::stream,
+        crate::followups::run,
+        crate::followups::runs,
+        crate::followups::figures,
+        crate::followups::figures_stream,
+        crate::mails::list,
+        crate::mails::get,
+        crate::mails::requeue,
+        crate::unsubscribe::unsubscribe,
         routes::openapi,
         routes::live,
         routes::ready,
@@ -44,7 +54,20 @@ use crate::routes;
         crate::dto::schema::ActivityPage,
         crate::dto::schema::ActivityCreate,
         crate::dto::schema::OwnerChange,
-        crate::dto::schema::ClockStop
+        crate::dto::schema::ClockStop,
+        crate::feed::schema::CloudEvent,
+        crate::feed::schema::EventPage,
+        crate::followups::schema::RunReport,
+        crate::followups::schema::RunOutcome,
+        crate::followups::schema::RunRecord,
+        crate::followups::schema::RunList,
+        crate::followups::schema::ScopeKind,
+        crate::followups::schema::FollowUpFigures,
+        crate::followups::schema::MailStatus,
+        crate::followups::schema::Stage,
+        crate::followups::schema::MailSummary,
+        crate::followups::schema::Mail,
+        crate::followups::schema::MailPage
     ))
 )]
 struct ApiDoc;

@@ -32,6 +32,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("put", "/api/leads/{id}/owner"),
     ("post", "/api/leads/{id}/clock/stop"),
     ("post", "/api/leads/{id}/clock/resume"),
+    ("get", "/api/events"),
+    ("get", "/api/events/stream"),
+    ("post", "/api/followups/run"),
+    ("get", "/api/followups/runs"),
+    ("get", "/api/dashboard/followup"),
+    ("get", "/api/dashboard/followup-stream"),
+    ("get", "/api/mails"),
+    ("get", "/api/mails/{id}"),
+    ("post", "/api/mails/{id}/requeue"),
+    ("get", "/unsubscribe"),
     ("get", "/api/openapi.json"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
@@ -53,6 +63,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/leads/{id}/owner", web::put().to(reassign))
         .route("/api/leads/{id}/clock/stop", web::post().to(stop_clock))
         .route("/api/leads/{id}/clock/resume", web::post().to(resume_clock))
+        .route("/api/events", web::get().to(crate::feed::list))
+        .route("/api/events/stream", web::get().to(crate::feed::stream))
         .route("/api/openapi.json", web::get().to(openapi))
         .route("/health/live", web::get().to(live))
         .route("/health/ready", web::get().to(ready))
@@ -369,23 +381,40 @@ pub async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "UP"}))
 }
 
-/// `GET /health/ready`: 503 while the database is unreachable.
-#[utoipa::path(get, path = "/health/ready", tag = "meta", responses((status = 200), (status = 503, body = Problem)))]
+/// `GET /health/ready`: 503 while the database is unreachable or this replica's event listener
+/// is down (not checked when `FRESHPLAN_EVENTS` is off).
+#[utoipa::path(get, path = "/health/ready", tag = "meta", responses(
+    (status = 200, description = "`{status, database, eventListener}`: `UP` (the listener `OFF` when the pipeline is switched off)"),
+    (status = 503, description = "The database or the event listener is down", body = Problem)))]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     use freshplan_leads::ports::{LeadStore, LeadTx};
-    let ok = match state.leads.store().begin(&Actor::system()).await {
+    let database = match state.leads.store().begin(&Actor::system()).await {
         Ok(tx) => tx.commit().await.is_ok(),
         Err(_) => false,
     };
-    if ok {
-        HttpResponse::Ok().json(json!({"status": "UP", "database": "UP"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .content_type("application/problem+json")
-            .json(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-ready",
-                "The database is unreachable.",
-            ))
+    let listener = state.events.as_ref().map(|e| e.listener_connected());
+    let down = match (database, listener) {
+        (true, None | Some(true)) => None,
+        (false, Some(false)) => Some("The database and the event listener are down."),
+        (false, _) => Some("The database is unreachable."),
+        (true, Some(false)) => Some("The event listener is not connected."),
+    };
+    let up = |ok: bool| if ok { "UP" } else { "DOWN" };
+    match down {
+        None => HttpResponse::Ok().json(json!({
+            "status": "UP",
+            "database": "UP",
+            "eventListener": listener.map_or("OFF", up),
+        })),
+        Some(detail) => {
+            let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail);
+            let mut extra = serde_json::Map::new();
+            extra.insert("database".into(), up(database).into());
+            extra.insert("eventListener".into(), listener.map_or("OFF", up).into());
+            problem.extra = Some(extra);
+            HttpResponse::ServiceUnavailable()
+                .content_type("application/problem+json")
+                .json(problem)
+        }
     }
 }

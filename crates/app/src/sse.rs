@@ -40,19 +40,22 @@ pub fn comment(text: &str) -> Bytes {
 }
 
 /// A `text/event-stream` response of `messages`, with a keep-alive comment whenever nothing was
-/// sent for [`KEEP_ALIVE`]. The stream ends when `messages` ends (the client then reconnects,
-/// resuming with `Last-Event-ID` where the endpoint supports it).
-pub fn response<S>(messages: S) -> HttpResponse
+/// sent for `keep_alive` (the configured [`crate::config::Config::sse_keep_alive`], default
+/// [`KEEP_ALIVE`]). The stream ends when `messages` ends (the client then reconnects, resuming
+/// with `Last-Event-ID` where the endpoint supports it). `messages` is polled again after a
+/// keep-alive, so it must not lose what it was waiting for (streams built with
+/// `futures_util::stream::unfold` keep their pending future).
+pub fn response<S>(messages: S, keep_alive: Duration) -> HttpResponse
 where
     S: Stream<Item = Bytes> + Unpin + 'static,
 {
     use futures_util::StreamExt;
     let stream =
-        futures_util::stream::unfold((messages, false), |(mut messages, done)| async move {
+        futures_util::stream::unfold((messages, false), move |(mut messages, done)| async move {
             if done {
                 return None;
             }
-            match tokio::time::timeout(KEEP_ALIVE, messages.next()).await {
+            match tokio::time::timeout(keep_alive, messages.next()).await {
                 Ok(Some(bytes)) => Some((bytes, (messages, false))),
                 Ok(None) => None,
                 Err(_) => Some((comment("keep-alive"), (messages, false))),

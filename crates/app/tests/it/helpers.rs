@@ -5,10 +5,22 @@ use serde_json::{Value, json};
 
 pub(crate) const SECRET: &str = "test-secret-test-secret-test-secret!";
 
+/// The unsubscribe-link secret of the test apps (private-looking, 32+ bytes: accepted outside
+/// development).
+pub(crate) const UNSUBSCRIBE_SECRET: &str = "test-unsubscribe-secret-of-more-than-32-bytes";
+
+/// `FRESHPLAN_PUBLIC_URL` of the test apps (links are checked for it, then followed on the real
+/// port).
+pub(crate) const PUBLIC_URL: &str = "https://crm.freshplan.test";
+
 pub(crate) struct TestApp {
     pub(crate) base: String,
     pub(crate) client: Client,
     pub(crate) database_url: String,
+    /// Stops the server (SSE streams end, then the event pipeline stops).
+    pub(crate) stopper: freshplan_app::Stopper,
+    /// The event pipeline (`None` with `events = false`).
+    pub(crate) events: Option<std::sync::Arc<freshplan_app::events::Events>>,
 }
 
 /// Boots the application on port 0 against a fresh, migrated database.
@@ -41,18 +53,46 @@ pub(crate) async fn spawn_app_with(
         hs256_secret: Some(SECRET.into()),
         pool_size: 4,
         workers: Some(1),
+        unsubscribe_secret: Some(UNSUBSCRIBE_SECRET.into()),
+        public_url: Some(PUBLIC_URL.into()),
+        // No scheduled follow-up run or sweep in the middle of a test's own events (the
+        // follow-up tests run them explicitly, or switch the schedules on).
+        followup_enabled: false,
+        sweep_enabled: false,
         ..freshplan_app::config::Config::with_defaults(database_url.clone())
     };
     adjust(&mut config);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let server = freshplan_app::start(&config, listener).await?;
-    actix_web::rt::spawn(server);
-    Ok(TestApp {
+    let running = freshplan_app::start(&config, listener).await?;
+    let stopper = running.stopper();
+    let events = running.events().cloned();
+    actix_web::rt::spawn(running.run());
+    let app = TestApp {
         base: format!("http://127.0.0.1:{port}"),
         client: Client::new(),
         database_url,
-    })
+        stopper,
+        events,
+    };
+    // Like a load balancer, tests start once the replica is ready (database and event listener).
+    let started = std::time::Instant::now();
+    loop {
+        let r = app
+            .client
+            .get(format!("{}/health/ready", app.base))
+            .send()
+            .await?;
+        if r.status() == 200 {
+            return Ok(app);
+        }
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "not ready after 30 s: {}",
+            r.text().await?
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 pub(crate) fn token(sub: &str, roles: &[&str], territories: &[&str]) -> String {

@@ -2,12 +2,19 @@
 //! test (SPEC §2, §4, §5, §9), and the real `freshplan` binary where the process is the point.
 
 mod api;
+mod events;
+mod followups;
 mod helpers;
 mod jwks_url;
 mod jwt;
 mod keys;
 mod observe;
 mod openapi_schema;
+mod pg_proxy;
 #[cfg(unix)] // SIGTERM
 mod process;
+#[cfg(unix)] // SIGKILL
+mod replicas;
 mod robustness;
+mod smtp_sink;
+mod sse_client;

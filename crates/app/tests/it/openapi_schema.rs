@@ -788,3 +788,30 @@ async fn request_schemas_are_what_the_parsers_accept() {
         assert_eq!(status, 200, "{p}: {problem}");
     }
 }
+
+#[actix_web::test]
+async fn the_event_page_is_what_its_schema_says() {
+    let app = spawn_app().await;
+    let created = app.create_ok(&admin(), lead("Gasthaus Schema")).await;
+    let r = app
+        .req(
+            Method::POST,
+            &format!("/api/leads/{}/activities", created["id"].as_str().unwrap()),
+            &admin(),
+        )
+        .json(&json!({"type": "CALL"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let doc = openapi(&app).await;
+    crate::sse_client::settled_feed(&app.client, &app.base, &admin(), &app.database_url).await;
+    let page: Value = app.get(&admin(), "/api/events").await.json().await.unwrap();
+    assert!(page["events"].as_array().unwrap().len() >= 2, "{page}");
+    let schema = response_schema(&doc, "get", "/api/events", 200);
+    assert_conforms(&doc, schema, &page, "GET /api/events");
+    // The stream documents its message: one CloudEvent.
+    let stream = &doc["paths"]["/api/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["schema"];
+    assert_conforms(&doc, stream, &page["events"][0], "an event-stream message");
+}

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use crate::helpers::*;
 
 /// A `freshplan serve` child process; killed (SIGKILL, by its id) if a test fails midway.
-struct Serve {
-    child: Child,
-    addr: SocketAddr,
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    pub(crate) addr: SocketAddr,
     log: PathBuf,
 }
 
@@ -41,7 +41,7 @@ impl Drop for Serve {
 impl Serve {
     /// Starts `freshplan serve` on a free port; `env` adds to or overrides the defaults
     /// (the test database, the HS256 test secret, one worker).
-    fn spawn(database_url: &str, env: &[(&str, &str)]) -> Serve {
+    pub(crate) fn spawn(database_url: &str, env: &[(&str, &str)]) -> Serve {
         let addr = {
             let l = TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap()
@@ -57,6 +57,12 @@ impl Serve {
             .env("FRESHPLAN_WORKERS", "1")
             .env("FRESHPLAN_POOL_SIZE", "2")
             .env("RUST_LOG", "info")
+            // Follow-ups as in production (a private secret, the public URL), their schedules
+            // off so no run lands in the middle of a test's own events.
+            .env("FRESHPLAN_UNSUBSCRIBE_SECRET", UNSUBSCRIBE_SECRET)
+            .env("FRESHPLAN_PUBLIC_URL", PUBLIC_URL)
+            .env("FRESHPLAN_FOLLOWUP_ENABLED", "false")
+            .env("FRESHPLAN_SWEEP_ENABLED", "false")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
@@ -66,6 +72,8 @@ impl Serve {
             "FRESHPLAN_AUTH_ISSUER",
             "FRESHPLAN_AUTH_AUDIENCE",
             "FRESHPLAN_LOG_FORMAT",
+            "FRESHPLAN_ENV",
+            "FRESHPLAN_SMTP_URL",
         ] {
             cmd.env_remove(name);
         }
@@ -79,11 +87,11 @@ impl Serve {
         }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn running(&mut self) -> bool {
+    pub(crate) fn running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
     }
 
@@ -99,7 +107,7 @@ impl Serve {
         None
     }
 
-    async fn wait_ready(&mut self) {
+    pub(crate) async fn wait_ready(&mut self) {
         let url = format!("http://{}/health/ready", self.addr);
         let client = reqwest::Client::new();
         let started = Instant::now();
