@@ -6,6 +6,7 @@
 // clippy.toml forbids `std::env::var` everywhere else.
 #![allow(clippy::disallowed_methods)]
 
+mod bench;
 mod demo;
 mod pg;
 mod seed;
@@ -52,6 +53,11 @@ enum Cmd {
         #[arg(default_value = "")]
         territories: String,
     },
+    /// Benchmarks (`cargo xtask bench api [--million]`); results go to docs/BENCHMARKS.md.
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCmd,
+    },
     /// Run the service on realistic demo data: PostgreSQL from DATABASE_URL, else a private
     /// server under .freshplan/pg; migrate, seed (once), serve, print links and tokens.
     Demo(demo::DemoArgs),
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
             roles,
             territories,
         } => token(&root, &sub, &roles, &territories),
+        Cmd::Bench { what } => bench::run(&root, what),
         Cmd::Demo(args) => demo::run(&root, &args),
     };
     match result {
