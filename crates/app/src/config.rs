@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use time::OffsetDateTime;
 
 use freshplan_kernel::{Clock, SystemClock};
 
@@ -26,32 +27,72 @@ pub const DEFAULT_SWEEP_CRON: &str = "30 */5 * * * *";
 /// Default of [`Config::mail_poll`].
 pub const DEFAULT_MAIL_POLL: Duration = Duration::from_secs(10);
 
-/// The clock the follow-up side plans, records and counts "today" with: the wall clock unless
-/// an embedder or a test sets another ([`Config::followup_clock`]). Follow-ups go out only
-/// inside business hours (SPEC §6), so a test that sends mail at any hour runs this clock at a
-/// business hour. The environment cannot set it.
+/// `FRESHPLAN_FOLLOWUP_CLOCK_OFFSET`: shifts the follow-up clock (development only).
+pub const FOLLOWUP_CLOCK_OFFSET: &str = "FRESHPLAN_FOLLOWUP_CLOCK_OFFSET";
+
+/// The largest [`FOLLOWUP_CLOCK_OFFSET`] either way: a year.
+pub const MAX_FOLLOWUP_CLOCK_OFFSET: time::Duration = time::Duration::days(366);
+
+/// The clock the follow-up side plans, records, counts "today" and delivers its mail with: the
+/// wall clock unless an embedder or a test sets another ([`Config::followup_clock`]). Follow-ups
+/// go out only inside business hours (SPEC §6), so a test that sends mail at any hour runs this
+/// clock at a business hour. The environment can only shift the wall clock by a fixed offset,
+/// and only in development ([`FOLLOWUP_CLOCK_OFFSET`], docs/decisions/0007).
 #[derive(Clone, Default)]
-pub struct FollowUpClock(Option<Arc<dyn Clock>>);
+pub struct FollowUpClock {
+    clock: Option<Arc<dyn Clock>>,
+    /// Set when `clock` is the wall clock shifted by this.
+    offset: Option<time::Duration>,
+}
 
 impl FollowUpClock {
     /// A follow-up clock other than the wall clock.
     pub fn new(clock: Arc<dyn Clock>) -> FollowUpClock {
-        FollowUpClock(Some(clock))
+        FollowUpClock {
+            clock: Some(clock),
+            offset: None,
+        }
+    }
+
+    /// The wall clock shifted by `offset` ([`FOLLOWUP_CLOCK_OFFSET`]).
+    pub fn shifted(offset: time::Duration) -> FollowUpClock {
+        FollowUpClock {
+            clock: Some(Arc::new(ShiftedClock(offset))),
+            offset: Some(offset),
+        }
+    }
+
+    /// The offset from the wall clock, when the clock is [`FollowUpClock::shifted`].
+    pub fn offset(&self) -> Option<time::Duration> {
+        self.offset
     }
 
     /// The clock to use.
     pub fn clock(&self) -> Arc<dyn Clock> {
-        self.0.clone().unwrap_or_else(|| Arc::new(SystemClock))
+        self.clock.clone().unwrap_or_else(|| Arc::new(SystemClock))
     }
 }
 
 impl std::fmt::Debug for FollowUpClock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "FollowUpClock(custom)"
-        } else {
-            "FollowUpClock(system)"
-        })
+        match (&self.clock, self.offset) {
+            (_, Some(offset)) => {
+                let sign = if offset.is_negative() { "" } else { "+" };
+                write!(f, "FollowUpClock(system {sign}{offset})")
+            }
+            (Some(_), None) => f.write_str("FollowUpClock(custom)"),
+            (None, None) => f.write_str("FollowUpClock(system)"),
+        }
+    }
+}
+
+/// The wall clock shifted by a fixed offset.
+#[derive(Debug, Clone, Copy)]
+struct ShiftedClock(time::Duration);
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> OffsetDateTime {
+        SystemClock.now() + self.0
     }
 }
 
@@ -98,8 +139,9 @@ pub struct Config {
     /// replica, not per client; catching up costs outbox reads).
     pub sse_buffer: usize,
     /// `FRESHPLAN_ENV` = `production` (default) | `development`. Development accepts any
-    /// non-empty unsubscribe secret (and the published development one when none is set) and
-    /// defaults `FRESHPLAN_PUBLIC_URL` to `http://<FRESHPLAN_BIND>`; production refuses both.
+    /// non-empty unsubscribe secret (and the published development one when none is set),
+    /// defaults `FRESHPLAN_PUBLIC_URL` to `http://<FRESHPLAN_BIND>` and accepts
+    /// `FRESHPLAN_FOLLOWUP_CLOCK_OFFSET`; production refuses all three.
     pub development: bool,
     /// `FRESHPLAN_PUBLIC_URL`: the externally visible base URL of this service (unsubscribe
     /// links are `<public>/unsubscribe?token=…`). Required outside development.
@@ -129,7 +171,11 @@ pub struct Config {
     /// `FRESHPLAN_MAIL_POLL` (default `10s`): how often the dispatcher looks for due mails
     /// (retries); a follow-up run or a requeue wakes it at once.
     pub mail_poll: Duration,
-    /// The follow-up side's clock (default: the wall clock; not read from the environment).
+    /// The follow-up side's clock (default: the wall clock). `FRESHPLAN_FOLLOWUP_CLOCK_OFFSET`
+    /// (development only; a signed whole number of `s`, `m`, `h` or `d`, such as `+38h`, `-90m`
+    /// or `3600s`; at most [`MAX_FOLLOWUP_CLOCK_OFFSET`]) makes it the wall clock shifted by that
+    /// much: follow-ups are planned, recorded and mailed as if it were that time, so they can be
+    /// tried outside business hours. Outside development the service refuses to start with it.
     pub followup_clock: FollowUpClock,
 }
 
@@ -166,6 +212,54 @@ fn duration(name: &str, default: Duration) -> anyhow::Result<Duration> {
             ),
         },
     }
+}
+
+/// A signed offset such as `+38h`, `-90m` or `3600s`: an optional `+` or `-`, ASCII digits and
+/// one unit, `s`, `m`, `h` or `d` (surrounding whitespace is ignored; nothing else is accepted),
+/// at most [`MAX_FOLLOWUP_CLOCK_OFFSET`] either way.
+pub fn parse_offset(text: &str) -> Option<time::Duration> {
+    let text = text.trim();
+    let (negative, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let split = magnitude.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = magnitude.split_at(split);
+    if number.is_empty() {
+        return None;
+    }
+    let n: i64 = number.parse().ok()?;
+    let unit_s: i64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return None,
+    };
+    let seconds = n.checked_mul(unit_s)?;
+    let offset = time::Duration::seconds(if negative { -seconds } else { seconds });
+    (offset.abs() <= MAX_FOLLOWUP_CLOCK_OFFSET).then_some(offset)
+}
+
+/// The follow-up clock for `FRESHPLAN_FOLLOWUP_CLOCK_OFFSET` = `offset` (the wall clock when
+/// unset); refused outside development.
+fn followup_clock(offset: Option<&str>, development: bool) -> anyhow::Result<FollowUpClock> {
+    let Some(offset) = offset else {
+        return Ok(FollowUpClock::default());
+    };
+    anyhow::ensure!(
+        development,
+        "{FOLLOWUP_CLOCK_OFFSET}={offset} is refused outside development: it moves the follow-up \
+         clock (business hours, due dates, records, mail) away from the real time (unset it, or \
+         set FRESHPLAN_ENV=development)"
+    );
+    let shift = parse_offset(offset).with_context(|| {
+        format!(
+            "{FOLLOWUP_CLOCK_OFFSET}={offset}: expected a signed duration such as +38h, -90m or \
+             3600s (whole s, m, h or d; at most 366d)"
+        )
+    })?;
+    Ok(FollowUpClock::shifted(shift))
 }
 
 fn flag(name: &str, default: bool) -> anyhow::Result<bool> {
@@ -213,6 +307,12 @@ impl Config {
 
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Config> {
+        let development = match var("FRESHPLAN_ENV").map(|v| v.trim().to_ascii_lowercase()) {
+            None => false,
+            Some(v) if v == "development" => true,
+            Some(v) if v == "production" => false,
+            Some(v) => anyhow::bail!("FRESHPLAN_ENV={v}: expected production or development"),
+        };
         Ok(Config {
             database_url: var("DATABASE_URL").context(
                 "DATABASE_URL is not set (cargo xtask demo starts a private PostgreSQL for you)",
@@ -251,12 +351,7 @@ impl Config {
                     .filter(|n| (1..=1 << 20).contains(n))
                     .with_context(|| format!("FRESHPLAN_SSE_BUFFER={v}: expected 1 to 1048576"))?,
             },
-            development: match var("FRESHPLAN_ENV").map(|v| v.trim().to_ascii_lowercase()) {
-                None => false,
-                Some(v) if v == "development" => true,
-                Some(v) if v == "production" => false,
-                Some(v) => anyhow::bail!("FRESHPLAN_ENV={v}: expected production or development"),
-            },
+            development,
             public_url: var("FRESHPLAN_PUBLIC_URL"),
             unsubscribe_secret: var("FRESHPLAN_UNSUBSCRIBE_SECRET"),
             followup_enabled: flag("FRESHPLAN_FOLLOWUP_ENABLED", true)?,
@@ -268,7 +363,7 @@ impl Config {
             mail_from: var("FRESHPLAN_MAIL_FROM"),
             mail_reply_to: var("FRESHPLAN_MAIL_REPLY_TO"),
             mail_poll: duration("FRESHPLAN_MAIL_POLL", DEFAULT_MAIL_POLL)?,
-            followup_clock: FollowUpClock::default(),
+            followup_clock: followup_clock(var(FOLLOWUP_CLOCK_OFFSET).as_deref(), development)?,
         })
     }
 
@@ -310,6 +405,91 @@ mod tests {
             "99999999999999999999d",
         ] {
             assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn offsets_are_signed_whole_units() {
+        let h = time::Duration::hours;
+        assert_eq!(parse_offset("+38h"), Some(h(38)));
+        assert_eq!(parse_offset("38h"), Some(h(38)));
+        assert_eq!(parse_offset("-90m"), Some(time::Duration::minutes(-90)));
+        assert_eq!(parse_offset("3600s"), Some(h(1)));
+        assert_eq!(parse_offset(" -2d "), Some(time::Duration::days(-2)));
+        assert_eq!(parse_offset("+0s"), Some(time::Duration::ZERO));
+        assert_eq!(parse_offset("366d"), Some(MAX_FOLLOWUP_CLOCK_OFFSET));
+        assert_eq!(parse_offset("-366d"), Some(-MAX_FOLLOWUP_CLOCK_OFFSET));
+        for bad in [
+            "",
+            "+",
+            "-",
+            "h",
+            "+h",
+            "38",
+            "+38",
+            "38 h",
+            "+ 38h",
+            "--38h",
+            "+-38h",
+            "-+38h",
+            "++38h",
+            "38H",
+            "38hours",
+            "1h30m",
+            "1.5h",
+            "250ms",
+            "38h ago",
+            "+\u{0663}h",
+            "367d",
+            "-367d",
+            "99999999999999999999s",
+            "9223372036854775807d",
+        ] {
+            assert_eq!(parse_offset(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_clock_offset_is_development_only() {
+        // Unset: the wall clock, in either environment.
+        for development in [false, true] {
+            let clock = followup_clock(None, development).unwrap();
+            assert_eq!(clock.offset(), None);
+            assert_eq!(format!("{clock:?}"), "FollowUpClock(system)");
+        }
+        // Set outside development: refused, whatever the value.
+        for value in ["+38h", "0s", "nonsense"] {
+            let refused = followup_clock(Some(value), false).unwrap_err().to_string();
+            assert!(
+                refused.contains(FOLLOWUP_CLOCK_OFFSET)
+                    && refused.contains("refused outside development")
+                    && refused.contains("FRESHPLAN_ENV=development"),
+                "{refused}"
+            );
+        }
+        // In development: parsed strictly, then the wall clock shifted by it.
+        let bad = followup_clock(Some("38"), true).unwrap_err().to_string();
+        assert!(bad.contains("expected a signed duration"), "{bad}");
+        for (value, expected, debug) in [
+            (
+                "+38h",
+                time::Duration::hours(38),
+                "FollowUpClock(system +1d14h)",
+            ),
+            (
+                "-90m",
+                time::Duration::minutes(-90),
+                "FollowUpClock(system -1h30m)",
+            ),
+        ] {
+            let clock = followup_clock(Some(value), true).unwrap();
+            assert_eq!(clock.offset(), Some(expected));
+            assert_eq!(format!("{clock:?}"), debug);
+            let shift = clock.clock().now() - SystemClock.now();
+            assert!(
+                (shift - expected).abs() < time::Duration::seconds(5),
+                "{value}: {shift}"
+            );
         }
     }
 }

@@ -25,9 +25,7 @@ use freshplan_followup::service::{FollowUpConfig, FollowUpService, RunError};
 use freshplan_followup::unsubscribe::{DEVELOPMENT_SECRET, validate_secret};
 use freshplan_followup::{RunReport, Scope};
 use freshplan_kernel::UuidV7Generator;
-use freshplan_kernel::{
-    Actor, Clock, CloudEvent, IdGenerator as _, Role, SystemClock, TerritoryId,
-};
+use freshplan_kernel::{Actor, Clock, CloudEvent, IdGenerator as _, Role, TerritoryId};
 use freshplan_mail_smtp::SmtpTransport;
 use freshplan_mail_smtp::{Dispatcher, DispatcherConfig, Mailbox, PgMailOutbox, Sender};
 use freshplan_metrics_prometheus::Metrics;
@@ -46,6 +44,10 @@ type Result<T> = std::result::Result<T, Problem>;
 
 /// The follow-up service as wired (its clock: [`crate::config::FollowUpClock`]).
 pub type FollowUpSvc = FollowUpService<PgFollowUpStore, Arc<dyn Clock>, UuidV7Generator>;
+
+/// The mail dispatcher as wired: on the follow-up clock, which queues the mails (a mail is due
+/// at its queue time, so the dispatcher and a requeue must see the same "now").
+pub type MailDispatcher = Dispatcher<SmtpTransport, Arc<dyn Clock>>;
 
 /// The language of the mail templates read at start-up (both territories write German).
 pub const TEMPLATE_LANGUAGE: &str = "de";
@@ -109,6 +111,8 @@ pub struct FollowUps {
     outbox: PgMailOutbox,
     hub: Arc<DashboardHub>,
     metrics: Option<Metrics>,
+    /// The follow-up clock ([`crate::config::FollowUpClock`]).
+    clock: Arc<dyn Clock>,
     /// Wakes this replica's dispatcher (mails were queued or requeued).
     mail_wake: Arc<Notify>,
     dispatching: bool,
@@ -127,6 +131,11 @@ impl FollowUps {
     /// The follow-up store (run lock, run log, figures).
     pub fn store(&self) -> &PgFollowUpStore {
         &self.store
+    }
+
+    /// The follow-up clock: runs, records, mail queue and mail delivery.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     /// The follow-up service; `None` when follow-up mail is not configured.
@@ -298,7 +307,8 @@ pub fn mail_settings(config: &Config) -> anyhow::Result<Option<(Vec<u8>, String)
 fn dispatcher(
     config: &Config,
     outbox: &PgMailOutbox,
-) -> anyhow::Result<Option<Dispatcher<SmtpTransport, SystemClock>>> {
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<MailDispatcher>> {
     let Some(url) = &config.smtp_url else {
         return Ok(None);
     };
@@ -325,7 +335,7 @@ fn dispatcher(
     Ok(Some(Dispatcher::new(
         outbox.clone(),
         transport,
-        SystemClock,
+        clock,
         DispatcherConfig::new(sender),
     )))
 }
@@ -337,7 +347,7 @@ pub struct Setup {
     dashboard: DashboardConsumer,
     followup_cron: Option<cron::Schedule>,
     sweep_cron: Option<cron::Schedule>,
-    dispatcher: Option<Dispatcher<SmtpTransport, SystemClock>>,
+    dispatcher: Option<MailDispatcher>,
     mail_poll: Duration,
 }
 
@@ -362,6 +372,14 @@ impl Setup {
     ) -> anyhow::Result<Setup> {
         let pool = leads.pool().clone();
         let clock = config.followup_clock.clock();
+        if let Some(offset) = config.followup_clock.offset() {
+            tracing::warn!(
+                %offset,
+                now = %clock.now(),
+                "FRESHPLAN_FOLLOWUP_CLOCK_OFFSET: follow-ups are planned, recorded and mailed on \
+                 the wall clock shifted by this (development only)"
+            );
+        }
         let mut store = PgFollowUpStore::new(pool.clone());
         if let Some(hook) = after_commit_hook(signal, metrics.clone()) {
             store = store.with_after_commit(hook);
@@ -386,8 +404,8 @@ impl Setup {
         let followup_cron = parse_cron("FRESHPLAN_FOLLOWUP_CRON", &config.followup_cron)?;
         let sweep_cron = parse_cron("FRESHPLAN_SWEEP_CRON", &config.sweep_cron)?;
         let outbox = PgMailOutbox::new(pool);
-        let dispatcher = dispatcher(config, &outbox)?;
-        let hub = DashboardHub::new(store.clone(), metrics.clone(), clock);
+        let dispatcher = dispatcher(config, &outbox, clock.clone())?;
+        let hub = DashboardHub::new(store.clone(), metrics.clone(), clock.clone());
         Ok(Setup {
             followups: Arc::new(FollowUps {
                 store,
@@ -395,6 +413,7 @@ impl Setup {
                 outbox,
                 hub,
                 metrics,
+                clock,
                 mail_wake: Arc::new(Notify::new()),
                 dispatching: dispatcher.is_some(),
             }),

@@ -15,14 +15,11 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
-use freshplan_kernel::{Clock as _, SystemClock};
-use freshplan_mail_smtp::{
-    Dispatcher, MailCursor, MailQuery, MailStatus, MailSummary, SmtpTransport,
-};
+use freshplan_mail_smtp::{MailCursor, MailQuery, MailStatus, MailSummary};
 
 use crate::AppState;
 use crate::auth::Caller;
-use crate::followups::{limit, params};
+use crate::followups::{MailDispatcher, limit, params};
 use crate::problem::Problem;
 use crate::scheduler::closed;
 
@@ -39,7 +36,7 @@ pub const MAX_MAILS: u32 = 500;
 /// The dispatcher loop of this replica: drains the outbox, then waits for a wake-up, the poll
 /// interval or `closing` (a batch in flight finishes first).
 pub async fn dispatch(
-    dispatcher: Dispatcher<SmtpTransport, SystemClock>,
+    dispatcher: MailDispatcher,
     wake: Arc<Notify>,
     poll: Duration,
     mut closing: watch::Receiver<bool>,
@@ -221,7 +218,7 @@ pub async fn requeue(
         ));
     }
     if !outbox
-        .requeue(&caller.0, id, SystemClock.now())
+        .requeue(&caller.0, id, state.followups.clock().now())
         .await
         .map_err(internal)?
     {

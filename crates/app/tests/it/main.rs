@@ -4,6 +4,8 @@
 mod api;
 mod cockpit_browser;
 mod events;
+#[cfg(unix)] // SIGKILL
+mod followup_replicas;
 mod followups;
 mod helpers;
 mod jwks_url;
