@@ -9,6 +9,8 @@
 //! The server, PostgreSQL and the load generator share the machine, so the figures compare best
 //! as ratios within one run (API vs pgbench floor), not across machines.
 
+mod events;
+mod followup;
 mod load;
 mod pgbench;
 mod report;
@@ -31,6 +33,11 @@ use load::{Outcome, Target, Workload};
 pub(crate) enum BenchCmd {
     /// Benchmark the HTTP API against the PostgreSQL floor; writes docs/BENCHMARKS.md.
     Api(ApiArgs),
+    /// Benchmark event delivery across two replicas (issue 4); writes docs/BENCHMARKS.md.
+    Events(events::EventsArgs),
+    /// Benchmark a follow-up run over 1M leads and the cockpit (issue 5); writes
+    /// docs/BENCHMARKS.md.
+    Followup(followup::FollowupArgs),
 }
 
 /// Options of `cargo xtask bench api`.
@@ -96,6 +103,8 @@ pub(crate) fn run(root: &Path, cmd: BenchCmd) -> Result<()> {
     }
     match cmd {
         BenchCmd::Api(args) => api(root, args),
+        BenchCmd::Events(args) => events::run(root, args),
+        BenchCmd::Followup(args) => followup::run(root, args),
     }
 }
 
