@@ -52,6 +52,8 @@ mod error;
 pub mod message;
 pub mod outbox;
 pub mod policy;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod transport;
 
 pub use dispatcher::{DispatchReport, Dispatcher, DispatcherConfig};

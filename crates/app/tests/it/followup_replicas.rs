@@ -45,7 +45,7 @@ use freshplan_kernel::TerritoryId;
 
 use crate::helpers::*;
 use crate::process::Serve;
-use crate::smtp_sink::Sink;
+use freshplan_mail_smtp::testing::Sink;
 
 /// Due leads.
 const LEADS: usize = 2000;

@@ -32,8 +32,8 @@ use freshplan_store_postgres::{PgFollowUpStore, PgLeadStore};
 use freshplan_territory::Territory;
 
 use crate::helpers::*;
-use crate::smtp_sink::Sink;
 use crate::sse_client::{Item, SseClient};
+use freshplan_mail_smtp::testing::Sink;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -656,7 +656,7 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
 // ---------------------------------------------------------------------------------------------
 
 /// Waits until the sink holds `n` messages.
-async fn received(sink: &Sink, n: usize) -> Vec<crate::smtp_sink::Received> {
+async fn received(sink: &Sink, n: usize) -> Vec<freshplan_mail_smtp::testing::Received> {
     let started = Instant::now();
     loop {
         let got = sink.received();

@@ -19,5 +19,4 @@ mod process;
 #[cfg(unix)] // SIGKILL
 mod replicas;
 mod robustness;
-mod smtp_sink;
 mod sse_client;

@@ -27,7 +27,7 @@ use freshplan_mail_smtp::{
 use freshplan_store_postgres::{PgFollowUpStore, PgLeadStore, app_pool_options};
 use freshplan_territory::Territory;
 
-use crate::sink::{Received, Sink};
+use freshplan_mail_smtp::testing::{Received, Sink};
 
 const SECRET: &[u8] = b"a-private-unsubscribe-secret-of-32-bytes";
 /// Monday 2 March 2026, 10:00 in Berlin.

@@ -4,4 +4,3 @@
 //! test starts on 127.0.0.1 ([`sink`]).
 
 mod dispatch;
-mod sink;

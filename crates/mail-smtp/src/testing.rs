@@ -1,7 +1,7 @@
-//! A real SMTP server for the mail tests, the approach of `crates/mail-smtp/tests/it/sink.rs`
-//! (a copy: test modules are not shared between crates): the `mailin` crate's SMTP state machine
-//! behind a tokio listener on 127.0.0.1. It stores what it accepts and can refuse recipients
-//! (550, a permanent rejection: the mail goes `DEAD` at once).
+//! A real SMTP server for tests (feature `testing`): the `mailin` crate's SMTP state machine
+//! behind a tokio listener on 127.0.0.1. It stores what it accepts, can refuse recipients (550, a
+//! permanent rejection: the mail goes `DEAD` at once) and accept them again, and can be stopped
+//! and started again on the same port to simulate an outage.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -14,10 +14,13 @@ use tokio::task::JoinHandle;
 
 /// One accepted message.
 #[derive(Debug, Clone)]
-pub(crate) struct Received {
-    pub(crate) from: String,
-    pub(crate) to: Vec<String>,
-    pub(crate) data: Vec<u8>,
+pub struct Received {
+    /// The envelope sender (`MAIL FROM`).
+    pub from: String,
+    /// The envelope recipients (`RCPT TO`).
+    pub to: Vec<String>,
+    /// The message as sent (headers and body).
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +75,7 @@ impl Handler for Collect {
 }
 
 /// A running (or stopped) test SMTP server.
-pub(crate) struct Sink {
+pub struct Sink {
     addr: SocketAddr,
     shared: Arc<Shared>,
     task: Option<JoinHandle<()>>,
@@ -110,7 +113,7 @@ async fn serve(stream: TcpStream, peer: IpAddr, shared: Arc<Shared>) -> std::io:
 
 impl Sink {
     /// A server on a free port.
-    pub(crate) async fn start() -> Sink {
+    pub async fn start() -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         Sink::spawn(listener, Arc::default())
     }
@@ -135,12 +138,28 @@ impl Sink {
     }
 
     /// `smtp://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("smtp://{}", self.addr)
     }
 
+    /// Stops listening and drops every open session (connections are refused from now on).
+    pub async fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Listens again on the same port, keeping what was received.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(self.addr).await.expect("rebind");
+        let mut again = Sink::spawn(listener, self.shared.clone());
+        self.task = again.task.take();
+    }
+
     /// Refuses `address` with 550 from now on.
-    pub(crate) fn refuse(&self, address: &str) {
+    pub fn refuse(&self, address: &str) {
         self.shared
             .refused
             .lock()
@@ -149,12 +168,16 @@ impl Sink {
     }
 
     /// Accepts `address` again.
-    pub(crate) fn accept(&self, address: &str) {
-        self.shared.refused.lock().unwrap().remove(address);
+    pub fn accept(&self, address: &str) {
+        self.shared
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(address);
     }
 
     /// Everything accepted so far.
-    pub(crate) fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.shared.received.lock().unwrap().clone()
     }
 }
