@@ -40,6 +40,9 @@ const DOMAIN_ALLOWED: &[&str] = &[
     "sha2",
     "base64",
     "subtle",
+    // runtime-agnostic future combinators (`join_all` for a run's concurrent batches): no
+    // executor, no I/O; tokio and the other runtimes stay on the transitive deny-list
+    "futures-util",
 ];
 
 /// Crates a domain crate may name only as an optional dependency behind a feature

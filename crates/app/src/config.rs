@@ -155,6 +155,10 @@ pub struct Config {
     /// `FRESHPLAN_FOLLOWUP_CRON` (six fields with seconds, UTC; default
     /// [`DEFAULT_FOLLOWUP_CRON`]).
     pub followup_cron: String,
+    /// `FRESHPLAN_FOLLOWUP_CONCURRENCY` (1 to 16, default
+    /// [`freshplan_followup::service::FollowUpConfig::DEFAULT_CONCURRENCY`]): batches of a run in
+    /// flight at once, each on its own pool connection.
+    pub followup_concurrency: usize,
     /// `FRESHPLAN_SWEEP_ENABLED` (default true): run the protection sweep on
     /// [`Config::sweep_cron`].
     pub sweep_enabled: bool,
@@ -295,6 +299,7 @@ impl Config {
             unsubscribe_secret: None,
             followup_enabled: true,
             followup_cron: DEFAULT_FOLLOWUP_CRON.into(),
+            followup_concurrency: freshplan_followup::service::FollowUpConfig::DEFAULT_CONCURRENCY,
             sweep_enabled: true,
             sweep_cron: DEFAULT_SWEEP_CRON.into(),
             smtp_url: None,
@@ -357,6 +362,17 @@ impl Config {
             followup_enabled: flag("FRESHPLAN_FOLLOWUP_ENABLED", true)?,
             followup_cron: var("FRESHPLAN_FOLLOWUP_CRON")
                 .unwrap_or_else(|| DEFAULT_FOLLOWUP_CRON.into()),
+            followup_concurrency: match var("FRESHPLAN_FOLLOWUP_CONCURRENCY") {
+                None => freshplan_followup::service::FollowUpConfig::DEFAULT_CONCURRENCY,
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=16).contains(n))
+                    .with_context(|| {
+                        format!("FRESHPLAN_FOLLOWUP_CONCURRENCY={v}: expected 1 to 16")
+                    })?,
+            },
             sweep_enabled: flag("FRESHPLAN_SWEEP_ENABLED", true)?,
             sweep_cron: var("FRESHPLAN_SWEEP_CRON").unwrap_or_else(|| DEFAULT_SWEEP_CRON.into()),
             smtp_url: var("FRESHPLAN_SMTP_URL"),

@@ -393,6 +393,7 @@ impl Setup {
                     .context("reading the active mail templates")?;
                 let follow_up = FollowUpConfig {
                     templates,
+                    concurrency: config.followup_concurrency,
                     ..FollowUpConfig::new(base, secret)
                 };
                 Some(

@@ -1,6 +1,8 @@
 //! The follow-up service: runs the planner over the store, one transaction per batch.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -21,6 +23,9 @@ use crate::unsubscribe::UnsubscribeToken;
 pub struct FollowUpConfig {
     /// Candidates claimed per batch (one transaction each); at least 1.
     pub batch_size: usize,
+    /// Batches in flight at once within a run (each its own transaction); at least 1. The
+    /// batches' claims skip each other's locked rows, so they never wait for each other.
+    pub concurrency: usize,
     /// The public URL of `GET /unsubscribe`, e.g. `https://crm.example/unsubscribe`.
     pub unsubscribe_base_url: String,
     /// The HMAC key of unsubscribe tokens. The app checks it with
@@ -33,6 +38,8 @@ pub struct FollowUpConfig {
 impl FollowUpConfig {
     /// The default batch size.
     pub const DEFAULT_BATCH_SIZE: usize = 100;
+    /// The default number of batches in flight.
+    pub const DEFAULT_CONCURRENCY: usize = 4;
 
     /// A configuration with the default batch size and the [`default_templates`].
     pub fn new(
@@ -41,6 +48,7 @@ impl FollowUpConfig {
     ) -> FollowUpConfig {
         FollowUpConfig {
             batch_size: Self::DEFAULT_BATCH_SIZE,
+            concurrency: Self::DEFAULT_CONCURRENCY,
             unsubscribe_base_url: unsubscribe_base_url.into(),
             unsubscribe_secret: unsubscribe_secret.into(),
             templates: default_templates().into(),
@@ -52,6 +60,7 @@ impl fmt::Debug for FollowUpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FollowUpConfig")
             .field("batch_size", &self.batch_size)
+            .field("concurrency", &self.concurrency)
             .field("unsubscribe_base_url", &self.unsubscribe_base_url)
             .field("unsubscribe_secret", &"<redacted>")
             .field("templates", &self.templates)
@@ -65,6 +74,9 @@ pub enum ConfigError {
     /// `batch_size` is 0.
     #[error("the follow-up batch size must be at least 1")]
     ZeroBatchSize,
+    /// `concurrency` is 0.
+    #[error("the follow-up concurrency must be at least 1")]
+    ZeroConcurrency,
     /// The unsubscribe base URL is blank.
     #[error("the unsubscribe base URL must not be empty")]
     MissingUnsubscribeUrl,
@@ -179,6 +191,9 @@ impl<S: FollowUpStore, C: Clock, I: IdGenerator> FollowUpService<S, C, I> {
         if config.batch_size == 0 {
             return Err(ConfigError::ZeroBatchSize);
         }
+        if config.concurrency == 0 {
+            return Err(ConfigError::ZeroConcurrency);
+        }
         if config.unsubscribe_base_url.trim().is_empty() {
             return Err(ConfigError::MissingUnsubscribeUrl);
         }
@@ -245,14 +260,28 @@ impl<S: FollowUpStore, C: Clock, I: IdGenerator> FollowUpService<S, C, I> {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<BatchReport, BatchError> {
+        self.batch(run_id, || after, limit, |_| {}).await
+    }
+
+    /// [`FollowUpService::run_batch`] with the cursor read right before the claim (`after`)
+    /// and the claim reported right after it (`claimed`), before the batch is processed: how
+    /// concurrent batches of one pass share a cursor.
+    async fn batch(
+        &self,
+        run_id: Uuid,
+        after: impl FnOnce() -> Option<Uuid>,
+        limit: usize,
+        claimed: impl FnOnce(&BatchReport),
+    ) -> Result<BatchReport, BatchError> {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let candidates = tx.claim_due(now, after, limit).await?;
+        let candidates = tx.claim_due(now, after(), limit).await?;
         let mut report = BatchReport {
             claimed: candidates.len(),
             last_lead_id: candidates.iter().map(|c| c.lead_id).max(),
             ..BatchReport::default()
         };
+        claimed(&report);
         for candidate in candidates {
             let Plan::Process { stage, outcome } = plan(&candidate, now) else {
                 continue;
@@ -337,42 +366,96 @@ impl<S: FollowUpStore, C: Clock, I: IdGenerator> FollowUpService<S, C, I> {
     }
 
     /// Runs until nothing is processable: walks all candidates page by page (one transaction
-    /// per page), and repeats the walk while it processed anything — a lead whose T+3 was
-    /// processed may have its T+7 due as well. Running again right after changes nothing.
+    /// per page, up to [`FollowUpConfig::concurrency`] pages in flight), and repeats the walk
+    /// while it processed anything — a lead whose T+3 was processed may have its T+7 due as
+    /// well. Running again right after changes nothing.
+    ///
+    /// The pages in flight share one cursor: a page's claim starts after the greatest lead id
+    /// claimed so far and skips the rows other pages hold (`SKIP LOCKED`), so pages are disjoint
+    /// and nobody waits. A failed page stops the walk: the pages in flight still commit (and
+    /// count), no new page starts.
     ///
     /// Returns the run report and its `lead.followup.processed.v1` event, which the caller
     /// writes to the outbox (see the type's docs).
     pub async fn run(&self, run_id: Uuid) -> Result<(RunReport, CloudEvent), RunError> {
-        let mut report = RunReport::new(run_id, self.clock.now());
-        let batch_size = self.config.batch_size;
+        let report = Mutex::new(RunReport::new(run_id, self.clock.now()));
+        let failure: Mutex<Option<BatchError>> = Mutex::new(None);
         loop {
-            let mut processed_in_pass = 0;
-            let mut after = None;
-            loop {
-                let batch = match self.run_batch(run_id, after, batch_size).await {
-                    Ok(batch) => batch,
-                    Err(source) => {
-                        report.finished_at = self.clock.now();
-                        return Err(RunError { report, source });
-                    }
-                };
-                report.t3_count += batch.t3_sent;
-                report.t7_count += batch.t7_sent;
-                report.skipped_count += batch.skipped;
-                processed_in_pass += batch.processed();
-                match batch.last_lead_id {
-                    Some(last) if batch.claimed >= batch_size => after = Some(last),
-                    _ => break,
-                }
+            let pass = Pass::default();
+            let walkers =
+                (0..self.config.concurrency).map(|_| self.walk(run_id, &pass, &report, &failure));
+            futures_util::future::join_all(walkers).await;
+            let mut report = *lock(&report);
+            report.finished_at = self.clock.now();
+            if let Some(source) = lock(&failure).take() {
+                return Err(RunError { report, source });
             }
-            if processed_in_pass == 0 {
-                break;
+            if pass.processed.load(Ordering::Relaxed) == 0 {
+                let event = processed_event(&report, self.ids.new_id());
+                return Ok((report, event));
             }
         }
-        report.finished_at = self.clock.now();
-        let event = processed_event(&report, self.ids.new_id());
-        Ok((report, event))
     }
+
+    /// One walker of a pass: pages from the shared cursor until the pass is exhausted or a
+    /// page failed.
+    async fn walk(
+        &self,
+        run_id: Uuid,
+        pass: &Pass,
+        report: &Mutex<RunReport>,
+        failure: &Mutex<Option<BatchError>>,
+    ) {
+        let limit = self.config.batch_size;
+        while !pass.exhausted.load(Ordering::Relaxed) && lock(failure).is_none() {
+            let batch = self
+                .batch(
+                    run_id,
+                    || *lock(&pass.cursor),
+                    limit,
+                    |claimed| {
+                        let mut cursor = lock(&pass.cursor);
+                        *cursor = (*cursor).max(claimed.last_lead_id);
+                        if claimed.claimed < limit {
+                            pass.exhausted.store(true, Ordering::Relaxed);
+                        }
+                    },
+                )
+                .await;
+            match batch {
+                Ok(batch) => {
+                    let mut report = lock(report);
+                    report.t3_count += batch.t3_sent;
+                    report.t7_count += batch.t7_sent;
+                    report.skipped_count += batch.skipped;
+                    pass.processed
+                        .fetch_add(u64::from(batch.processed()), Ordering::Relaxed);
+                }
+                Err(error) => {
+                    lock(failure).get_or_insert(error);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The shared state of one walk over the candidates.
+#[derive(Default)]
+struct Pass {
+    /// The greatest lead id claimed so far (the next page's claim starts after it).
+    cursor: Mutex<Option<Uuid>>,
+    /// A claim came back short: no unclaimed candidate is left after the cursor.
+    exhausted: AtomicBool,
+    /// Follow-ups processed in this pass.
+    processed: AtomicU64,
+}
+
+/// Locks a mutex that is never held across an await nor while panicking code runs.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The timeline entry of a processed stage (written by the `system` user).

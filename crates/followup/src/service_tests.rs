@@ -328,6 +328,69 @@ fn many_leads_are_processed_across_batches() {
 }
 
 #[test]
+fn concurrent_batches_of_a_run_process_every_lead_exactly_once() {
+    let store = InMemoryFollowUpStore::with_candidates((1..=25).map(lead));
+    let svc = FollowUpService::new(
+        store.clone(),
+        FixedClock::new(T3_DAY),
+        SequentialIds::default(),
+        FollowUpConfig {
+            batch_size: 2,
+            concurrency: 4,
+            ..config()
+        },
+    )
+    .unwrap();
+    let report = run(&svc, 1);
+    assert_eq!(report.t3_count, 25);
+    assert!(
+        store.max_locked() > 2,
+        "batches were in flight at once (at most {} leads held)",
+        store.max_locked()
+    );
+    let records = store.records();
+    let leads: BTreeSet<Uuid> = records.iter().map(|r| r.lead_id).collect();
+    assert_eq!((records.len(), leads.len()), (25, 25));
+    assert_eq!(
+        (
+            store.mails().len(),
+            store.activities().len(),
+            store.events().len()
+        ),
+        (25, 25, 25)
+    );
+    assert_eq!(run(&svc, 2).processed(), 0);
+}
+
+#[test]
+fn a_failed_batch_stops_the_concurrent_ones_after_their_commit() {
+    let store = InMemoryFollowUpStore::with_candidates((1..=40).map(lead));
+    let svc = FollowUpService::new(
+        store.clone(),
+        FixedClock::new(T3_DAY),
+        SequentialIds::default(),
+        FollowUpConfig {
+            batch_size: 2,
+            concurrency: 3,
+            ..config()
+        },
+    )
+    .unwrap();
+    // Three commits succeed, the fourth fails: the batches in flight then still commit (and
+    // count), no new batch starts.
+    store.fail_commits_after(3, 1);
+    let err = block_on(svc.run(Uuid::from_u128(9))).unwrap_err();
+    let records = store.records().len();
+    assert_eq!(err.report.t3_count as usize, records);
+    assert!((6..40).contains(&records), "{records} recorded");
+    assert_eq!(store.mails().len(), records);
+    // The next run does the rest, exactly once.
+    assert_eq!(run(&svc, 10).t3_count as usize, 40 - records);
+    let leads: BTreeSet<Uuid> = store.records().iter().map(|r| r.lead_id).collect();
+    assert_eq!(leads.len(), 40);
+}
+
+#[test]
 fn locked_leads_are_skipped_not_double_processed() {
     let store = InMemoryFollowUpStore::with_candidates([lead(1), lead(2)]);
     let svc = service(&store, T3_DAY);
@@ -353,6 +416,7 @@ fn a_failed_batch_leaves_nothing_half_done_and_the_run_reports_what_it_committed
         SequentialIds::default(),
         FollowUpConfig {
             batch_size: 2,
+            concurrency: 1,
             ..config()
         },
     )
@@ -416,6 +480,13 @@ fn configuration_is_validated() {
             ..config()
         }),
         Err(ConfigError::ZeroBatchSize)
+    );
+    assert_eq!(
+        build(FollowUpConfig {
+            concurrency: 0,
+            ..config()
+        }),
+        Err(ConfigError::ZeroConcurrency)
     );
     assert_eq!(
         build(FollowUpConfig {
@@ -496,13 +567,14 @@ proptest! {
             (Just(now), testing::candidates_registered_between(12, now - Duration::days(12), now))
         }),
         batch_size in 1usize..5,
+        concurrency in 1usize..4,
     ) {
         let store = InMemoryFollowUpStore::with_candidates(candidates.clone());
         let svc = FollowUpService::new(
             store.clone(),
             FixedClock::new(now),
             SequentialIds::default(),
-            FollowUpConfig { batch_size, ..config() },
+            FollowUpConfig { batch_size, concurrency, ..config() },
         ).unwrap();
         let first = run(&svc, 1);
         let after_first = snapshot(&store);

@@ -62,6 +62,23 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// Returns `Pending` once (waking itself), so that other futures polled by the same task — the
+/// concurrent batches of a run — get their turn, as they would while a real store waits for the
+/// database.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // In-memory store
 // ---------------------------------------------------------------------------------------------
@@ -86,6 +103,8 @@ struct State {
     events: Vec<CloudEvent>,
     /// Leads claimed by an open transaction (the `FOR UPDATE` locks).
     locked: BTreeSet<Uuid>,
+    /// The most leads locked at once (batches in flight overlap when it exceeds a batch).
+    max_locked: usize,
     /// Commits that still succeed before `failing_commits` fail (to test rollback).
     commits_before_failure: usize,
     /// Commits that fail once `commits_before_failure` is used up.
@@ -171,6 +190,11 @@ impl InMemoryFollowUpStore {
         self.lock().events.push(event);
     }
 
+    /// The most leads held by open transactions at any one time so far.
+    pub fn max_locked(&self) -> usize {
+        self.lock().max_locked
+    }
+
     /// Makes the next `n` commits fail (and roll back), to test crash safety.
     pub fn fail_next_commits(&self, n: usize) {
         self.fail_commits_after(0, n);
@@ -246,6 +270,8 @@ impl FollowUpTx for InMemoryTx {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<Candidate>, StoreError> {
+        // Like a round trip to a database: lets other transactions of the same task run.
+        yield_now().await;
         let mut state = self.store.lock();
         let State {
             candidates, locked, ..
@@ -265,6 +291,7 @@ impl FollowUpTx for InMemoryTx {
             self.claimed.insert(c.lead_id);
             out.push(c.clone());
         }
+        state.max_locked = state.max_locked.max(state.locked.len());
         Ok(out)
     }
 
@@ -291,6 +318,7 @@ impl FollowUpTx for InMemoryTx {
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {
+        yield_now().await;
         {
             let mut state = self.store.lock();
             if state.commits_before_failure > 0 {

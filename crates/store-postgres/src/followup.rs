@@ -11,10 +11,12 @@
 //! none of it, in one round trip. The batch commits once; any failure rolls the whole batch back.
 //!
 //! # The follow-up progress on the lead
-//! `leads.followup_next_stage` (the domain's [`Candidate::next_stage`]) and
-//! `leads.followup_sent` are written here, in the statement that inserts the record, and back
-//! the partial indexes of migrations/0004: the claim and the cockpit read only open leads with a
-//! pending stage (a few days' registrations), not every lead.
+//! `leads.followup_next_stage` (the domain's [`Candidate::next_stage`]), `leads.followup_sent`
+//! and the send times `leads.followup_t3_sent_at` / `followup_t7_sent_at` are written here, in
+//! the statement that inserts the record. The claim reads the partial index of
+//! migrations/0004 (only open leads with a pending stage, a few days' registrations); the
+//! cockpit figures read the counts that triggers on `leads` derive from these columns
+//! (migrations/0004 and 0006), never the leads themselves.
 //!
 //! # Errors
 //! The follow-up port has its own [`StoreError`]; the one constraint it names,
@@ -304,7 +306,11 @@ const RECORD: &str = "\
         values ($1, $2, $3, $4, $5, $6) \
         returning lead_id \
     ), l as ( \
-        update leads set followup_next_stage = $7, followup_sent = $8 \
+        update leads set followup_next_stage = $7, followup_sent = $8, \
+               followup_t3_sent_at = case when $3 = 'T3' and $4 = 'SENT' then $6 \
+                                          else followup_t3_sent_at end, \
+               followup_t7_sent_at = case when $3 = 'T7' and $4 = 'SENT' then $6 \
+                                          else followup_t7_sent_at end \
          where id = $1 and territory_id = $2 \
         returning id \
     ), a as ( \
@@ -793,7 +799,7 @@ impl PgFollowUpStore {
         // Fold the conversion counts' deltas while nobody else runs; a failure here costs
         // only speed (the counts stay exact), so it does not fail the run.
         let compacted = match recorded {
-            Ok(()) => self.compact_counts().await.map(|_| ()),
+            Ok(()) => self.compact_counts(service.clock().now()).await.map(|_| ()),
             Err(_) => Ok(()),
         };
         // Release only after the run is recorded: the next run must see it.
@@ -811,18 +817,29 @@ impl PgFollowUpStore {
 // Cockpit figures
 // ---------------------------------------------------------------------------------------------
 
-/// The five counts behind [`FollowUpFigures`] in one round trip (migrations/0004): the pending
-/// and sent-today counts from small partial indexes, the conversion counts from the
-/// `followup_sent_counts` read model. `$1` territories, `$2` local midnight, `$3` the owner
+/// The five counts behind [`FollowUpFigures`] in one round trip, from the read models of
+/// migrations/0006 (`followup_figure_counts`: pending per stage, SENT per day) and 0004
+/// (`followup_sent_counts`: the conversion rate's counts) — a few rows per territory and owner,
+/// however many leads there are. `$1` territories, `$2` today (Europe/Berlin), `$3` the owner
 /// (sales scope only).
 fn figures_statement(owner: bool) -> String {
-    let (own_lead, own_count) = if owner {
-        (" and l.owner_user_id = $3", " and c.owner_user_id = $3")
+    let own = if owner {
+        " and c.owner_user_id = $3"
     } else {
-        ("", "")
+        ""
     };
     format!(
-        "select p.pending_t3, p.pending_t7, s.sent_today, c.with_sent, c.converted            from (select count(*) filter (where l.followup_next_stage = 'T3') as pending_t3,                         count(*) filter (where l.followup_next_stage = 'T7') as pending_t7                    from leads l                   where l.status in ('REGISTERED', 'ACTIVE') and l.clock_stopped_at is null                     and l.followup_next_stage is not null                     and l.territory_id = any($1){own_lead}) p,                 (select count(*) as sent_today                    from followups f join leads l on l.id = f.lead_id                   where f.status = 'SENT' and f.processed_at >= $2 and f.territory_id = any($1)                     and l.status <> 'DELETED'{own_lead}) s,                 (select coalesce(sum(c.n) filter (where c.status <> 'DELETED'), 0)::bigint as with_sent,                         coalesce(sum(c.n) filter (where c.status = 'CONVERTED'), 0)::bigint as converted                    from followup_sent_counts c                   where c.territory_id = any($1){own_count}) c"
+        "select f.pending_t3, f.pending_t7, f.sent_today, s.with_sent, s.converted \
+           from (select coalesce(sum(c.n) filter (where c.metric = 'T3'), 0)::bigint as pending_t3, \
+                        coalesce(sum(c.n) filter (where c.metric = 'T7'), 0)::bigint as pending_t7, \
+                        coalesce(sum(c.n) filter (where c.metric = 'SENT'), 0)::bigint as sent_today \
+                   from followup_figure_counts c \
+                  where c.territory_id = any($1){own} \
+                    and (c.day is null or c.day = $2)) f, \
+                (select coalesce(sum(c.n) filter (where c.status <> 'DELETED'), 0)::bigint as with_sent, \
+                        coalesce(sum(c.n) filter (where c.status = 'CONVERTED'), 0)::bigint as converted \
+                   from followup_sent_counts c \
+                  where c.territory_id = any($1){own}) s"
     )
 }
 
@@ -830,17 +847,23 @@ static FIGURES_ALL: LazyLock<String> = LazyLock::new(|| figures_statement(false)
 static FIGURES_OWN: LazyLock<String> = LazyLock::new(|| figures_statement(true));
 
 impl PgFollowUpStore {
-    /// Folds the delta rows of the conversion counts (`followup_sent_counts`) into one row per
-    /// key; returns how many rows were folded. [`PgFollowUpStore::run_exclusive`] calls it after
-    /// every run; the counts are exact with or without it, it only keeps them small.
-    pub async fn compact_counts(&self) -> Result<u64, StoreError> {
+    /// Folds the delta rows of the cockpit's counts (`followup_sent_counts`,
+    /// `followup_figure_counts`) into one row per key and drops the sent-per-day counts of days
+    /// before yesterday (`now`'s day in Berlin); returns how many rows were folded or dropped.
+    /// [`PgFollowUpStore::run_exclusive`] calls it after every run; the figures are exact with
+    /// or without it, it only keeps the counts small.
+    pub async fn compact_counts(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let mut tx = crate::begin_as(&self.pool, &Actor::system())
             .await
             .map_err(backend("begin a transaction"))?;
-        let folded: i64 = sqlx::query_scalar("select freshplan_compact_followup_sent_counts()")
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(backend("compact the follow-up counts"))?;
+        let folded: i64 = sqlx::query_scalar(
+            "select freshplan_compact_followup_sent_counts() \
+                    + freshplan_compact_followup_figure_counts($1)",
+        )
+        .bind(freshplan_territory::local_date(TerritoryId::De, now))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend("compact the follow-up counts"))?;
         tx.commit().await.map_err(backend("commit"))?;
         Ok(u64::try_from(folded).unwrap_or(0))
     }
@@ -874,7 +897,8 @@ impl PgFollowUpStore {
         if territories.is_empty() {
             return Ok(zero);
         }
-        let midnight = freshplan_territory::start_of_local_day(TerritoryId::De, now);
+        // The day of migrations/0006's SENT counts: the Europe/Berlin date (SPEC §8).
+        let today = freshplan_territory::local_date(TerritoryId::De, now);
         let mut tx = crate::begin_as(&self.pool, actor)
             .await
             .map_err(backend("begin a transaction"))?;
@@ -883,7 +907,7 @@ impl PgFollowUpStore {
         } else {
             &*FIGURES_ALL
         };
-        let mut query = sqlx::query(statement).bind(territories).bind(midnight);
+        let mut query = sqlx::query(statement).bind(territories).bind(today);
         if let Some(owner) = owner {
             query = query.bind(owner);
         }

@@ -589,8 +589,10 @@ async fn same_results_as_the_in_memory_store(pool_opts: PgPoolOptions, opts: PgC
         }
         let memory = InMemoryFollowUpStore::with_candidates(candidates.clone());
         let clock = Arc::new(FixedClock::new(now));
+        // One batch at a time: the sequential ids then name the same rows in both stores.
         let cfg = FollowUpConfig {
             batch_size: 4,
+            concurrency: 1,
             ..FollowUpConfig::new(BASE_URL, SECRET.to_vec())
         };
         let mem = FollowUpService::new(

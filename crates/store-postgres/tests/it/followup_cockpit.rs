@@ -83,7 +83,7 @@ async fn record(
 }
 
 /// Every lead as a cockpit row, read behind the policies' back.
-async fn rows(db: &Db) -> Vec<CockpitRow> {
+async fn current(db: &Db) -> Vec<CockpitRow> {
     type Row = (
         String,
         Option<String>,
@@ -177,7 +177,7 @@ async fn figures_per_scope_match_the_domain(pool_opts: PgPoolOptions, opts: PgCo
         .await
         .unwrap();
 
-    let rows = rows(&db).await;
+    let rows = current(&db).await;
     let rep_ch = Actor::new(uid("rep-ch"), [Role::Sales], [TerritoryId::Ch]);
     let both = Actor::new(
         uid("manager-both"),
@@ -211,9 +211,9 @@ async fn figures_per_scope_match_the_domain(pool_opts: PgPoolOptions, opts: PgCo
     // The conversion counts are delta rows until folded; folding changes no figure.
     let keys = "(select distinct territory_id, owner_user_id, status from followup_sent_counts) k";
     assert!(db.count("followup_sent_counts").await > db.count(keys).await);
-    assert!(store.compact_counts().await.unwrap() > 0);
+    assert!(store.compact_counts(AT).await.unwrap() > 0);
     assert_eq!(db.count("followup_sent_counts").await, db.count(keys).await);
-    assert_eq!(store.compact_counts().await.unwrap(), 0);
+    assert_eq!(store.compact_counts(AT).await.unwrap(), 0);
     for (name, actor, filter) in &cases {
         let scope = Scope::for_actor(actor, *filter);
         let got = store.figures(actor, &scope, AT).await.unwrap();
@@ -282,6 +282,46 @@ async fn figures_per_scope_match_the_domain(pool_opts: PgPoolOptions, opts: PgCo
         .await
         .unwrap();
     assert_eq!(next_day.sent_today, 0);
+
+    // The counts follow every change of a counted lead, whoever makes it (migrations/0006's
+    // trigger, here through plain SQL): an owner change moves pending and sent, a stopped
+    // clock or a closed lead leaves pending, an undeleted lead counts again, a hard delete
+    // and a lead without owner.
+    for change in [
+        "update leads set owner_user_id = 'rep-2' where company_name = 'Betrieb 2'",
+        "update leads set clock_stopped_at = now() where company_name = 'Betrieb 1'",
+        "update leads set status = 'QUALIFIED' where company_name = 'Betrieb 8'",
+        "update leads set status = 'ACTIVE' where company_name = 'Betrieb 6'",
+        "update leads set clock_stopped_at = null where company_name = 'Betrieb 5'",
+        "update leads set owner_user_id = null where company_name = 'Betrieb 10'",
+        "delete from leads where company_name = 'Betrieb 9'",
+    ] {
+        sqlx::query(change).execute(&db.su).await.unwrap();
+        let now = current(&db).await;
+        for (name, actor, filter) in &cases {
+            let scope = Scope::for_actor(actor, *filter);
+            let got = store.figures(actor, &scope, AT).await.unwrap();
+            assert_eq!(got, figures(&now, &scope, AT), "{name} after {change}");
+        }
+    }
+    // Folding keeps every figure; two days later the day's sent counts are dropped (the
+    // figures of that day count nothing sent "today" either way).
+    let now = current(&db).await;
+    let later = AT + Duration::days(2);
+    for at in [AT, later] {
+        assert!(store.compact_counts(at).await.unwrap() > 0, "{at}");
+        for (name, actor, filter) in &cases {
+            let scope = Scope::for_actor(actor, *filter);
+            let got = store.figures(actor, &scope, at).await.unwrap();
+            assert_eq!(got, figures(&now, &scope, at), "{name} at {at}, folded");
+        }
+    }
+    assert_eq!(
+        db.count("followup_figure_counts where metric = 'SENT'")
+            .await,
+        0,
+        "sent counts of past days are dropped"
+    );
     db.close().await;
 }
 
