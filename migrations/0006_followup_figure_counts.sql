@@ -185,7 +185,9 @@ end
 $$;
 
 -- Recomputes the counts from the leads (this migration's backfill; bulk loads that write leads
--- with triggers off, like the follow-up benchmark's re-arming, call it afterwards).
+-- with triggers off, like the follow-up benchmark's re-arming, call it afterwards). The sent
+-- counts only from yesterday on (Berlin), as the compaction keeps them: years of per-day rows
+-- would make every manager's read scan them.
 create function freshplan_rebuild_followup_figure_counts() returns void
 language sql security definer
 as $$
@@ -201,6 +203,7 @@ as $$
                    freshplan_berlin_day(x.at), 1
               from leads l, unnest(array[l.followup_t3_sent_at, l.followup_t7_sent_at]) x(at)
              where l.status <> 'DELETED' and x.at is not null
+               and freshplan_berlin_day(x.at) >= freshplan_berlin_day(now()) - 1
            ) c(t, o, m, d, n)
      where c.m is not null
      group by 1, 2, 3, 4;

@@ -98,7 +98,7 @@ pub(crate) struct FollowupArgs {
 }
 
 /// Bump when the seed changes shape, so an older database is reseeded.
-const SEED_VERSION: i32 = 2;
+const SEED_VERSION: i32 = 3;
 /// The unsubscribe key of the bench servers (32+ bytes, not a published default).
 const UNSUBSCRIBE_SECRET: &str = "freshplan-bench-unsubscribe-key-0123456789abcdef";
 
