@@ -56,11 +56,19 @@ fn config() -> FollowUpConfig {
 }
 
 fn service(store: &InMemoryFollowUpStore, now: OffsetDateTime) -> Service {
+    service_with(store, now, config())
+}
+
+fn service_with(
+    store: &InMemoryFollowUpStore,
+    now: OffsetDateTime,
+    config: FollowUpConfig,
+) -> Service {
     FollowUpService::new(
         store.clone(),
         FixedClock::new(now),
         SequentialIds::default(),
-        config(),
+        config,
     )
     .unwrap()
 }
@@ -287,16 +295,14 @@ fn waiting_leads_never_starve_the_ones_behind_them() {
         ..lead(n)
     });
     let store = InMemoryFollowUpStore::with_candidates(swiss.chain(german));
-    let svc = FollowUpService::new(
-        store.clone(),
-        FixedClock::new(friday),
-        SequentialIds::default(),
+    let svc = service_with(
+        &store,
+        friday,
         FollowUpConfig {
             batch_size: 2,
             ..config()
         },
-    )
-    .unwrap();
+    );
     let report = run(&svc, 1);
     assert_eq!(
         report.t3_count, 3,
@@ -313,16 +319,14 @@ fn waiting_leads_never_starve_the_ones_behind_them() {
 #[test]
 fn many_leads_are_processed_across_batches() {
     let store = InMemoryFollowUpStore::with_candidates((1..=25).map(lead));
-    let svc = FollowUpService::new(
-        store.clone(),
-        FixedClock::new(T3_DAY),
-        SequentialIds::default(),
+    let svc = service_with(
+        &store,
+        T3_DAY,
         FollowUpConfig {
             batch_size: 4,
             ..config()
         },
-    )
-    .unwrap();
+    );
     assert_eq!(run(&svc, 1).t3_count, 25);
     assert_eq!(store.mails().len(), 25);
 }
@@ -330,17 +334,15 @@ fn many_leads_are_processed_across_batches() {
 #[test]
 fn concurrent_batches_of_a_run_process_every_lead_exactly_once() {
     let store = InMemoryFollowUpStore::with_candidates((1..=25).map(lead));
-    let svc = FollowUpService::new(
-        store.clone(),
-        FixedClock::new(T3_DAY),
-        SequentialIds::default(),
+    let svc = service_with(
+        &store,
+        T3_DAY,
         FollowUpConfig {
             batch_size: 2,
             concurrency: 4,
             ..config()
         },
-    )
-    .unwrap();
+    );
     let report = run(&svc, 1);
     assert_eq!(report.t3_count, 25);
     assert!(
@@ -365,17 +367,15 @@ fn concurrent_batches_of_a_run_process_every_lead_exactly_once() {
 #[test]
 fn a_failed_batch_stops_the_concurrent_ones_after_their_commit() {
     let store = InMemoryFollowUpStore::with_candidates((1..=40).map(lead));
-    let svc = FollowUpService::new(
-        store.clone(),
-        FixedClock::new(T3_DAY),
-        SequentialIds::default(),
+    let svc = service_with(
+        &store,
+        T3_DAY,
         FollowUpConfig {
             batch_size: 2,
             concurrency: 3,
             ..config()
         },
-    )
-    .unwrap();
+    );
     // Three commits succeed, the fourth fails: the batches in flight then still commit (and
     // count), no new batch starts.
     store.fail_commits_after(3, 1);
@@ -410,17 +410,15 @@ fn locked_leads_are_skipped_not_double_processed() {
 #[test]
 fn a_failed_batch_leaves_nothing_half_done_and_the_run_reports_what_it_committed() {
     let store = InMemoryFollowUpStore::with_candidates((1..=3).map(lead));
-    let svc = FollowUpService::new(
-        store.clone(),
-        FixedClock::new(T3_DAY),
-        SequentialIds::default(),
+    let svc = service_with(
+        &store,
+        T3_DAY,
         FollowUpConfig {
             batch_size: 2,
             concurrency: 1,
             ..config()
         },
-    )
-    .unwrap();
+    );
     // Batch 1 (leads 1, 2) commits; batch 2 (lead 3) fails on commit.
     store.fail_commits_after(1, 1);
     let err = block_on(svc.run(Uuid::from_u128(9))).unwrap_err();
