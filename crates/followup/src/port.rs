@@ -111,7 +111,9 @@ pub trait FollowUpTx: Send + 'static {
     ) -> impl Future<Output = Result<Vec<Candidate>, StoreError>> + Send;
 
     /// Writes one processed stage: record, activity, mail (if any) and events, in this
-    /// transaction. Fails with [`StoreError::AlreadyRecorded`] if the stage has a record.
+    /// transaction. Fails with [`StoreError::AlreadyRecorded`] if the stage has a record. An
+    /// adapter may defer the writes to [`FollowUpTx::commit`] (to write a batch at once); a
+    /// record that turns out to exist only then fails the commit with the same error.
     fn record(
         &mut self,
         processed: ProcessedFollowUp,

@@ -2,13 +2,17 @@
 //! plus what the app needs around a run: the mail templates, the cluster-wide run guard, the run
 //! log with its `lead.followup.processed.v1` event, and the cockpit figures.
 //!
-//! # One transaction per batch, one statement per lead
+//! # One transaction and one write statement per batch
 //! [`FollowUpTx::claim_due`] locks the claimed leads (`FOR NO KEY UPDATE SKIP LOCKED`: another
 //! run's rows are skipped, never waited for; inserts that merely reference a lead, like a rep's
-//! activity, are not blocked). [`FollowUpTx::record`] writes a processed stage — the follow-up
-//! record, the lead's follow-up progress, the timeline entry, the mail (into `mail_outbox`) and
-//! the events (into `event_outbox`) — as *one* statement of data-modifying CTEs: all of it or
-//! none of it, in one round trip. The batch commits once; any failure rolls the whole batch back.
+//! activity, are not blocked). [`FollowUpTx::record`] checks a processed stage against the
+//! claimed snapshot and buffers it; the buffered stages — their follow-up records, the leads'
+//! follow-up progress, the timeline entries, the mails (into `mail_outbox`) and the events (into
+//! `event_outbox`) — are written as *one* statement of data-modifying CTEs over column arrays
+//! (`unnest`) when the buffer is full and at commit: a batch of the default size is one round
+//! trip and one execution of each insert, not one per lead. The batch commits once; any failure
+//! rolls the whole batch back. A record found to exist at that write is
+//! [`StoreError::AlreadyRecorded`] of its lead and stage, so `commit` can fail with it too.
 //!
 //! # The follow-up progress on the lead
 //! `leads.followup_next_stage` (the domain's [`Candidate::next_stage`]), `leads.followup_sent`
@@ -175,6 +179,7 @@ impl FollowUpStore for PgFollowUpStore {
             claimed: HashMap::new(),
             after_commit: self.after_commit.clone(),
             appended: Vec::new(),
+            buffered: Buffered::default(),
         })
     }
 }
@@ -189,6 +194,8 @@ pub struct PgFollowUpTx {
     /// The store's after-commit hook, and the events written so far (kept only with a hook).
     after_commit: Option<Hook>,
     appended: Vec<CloudEvent>,
+    /// The processed stages not written yet (written when the buffer is full and at commit).
+    buffered: Buffered,
 }
 
 impl fmt::Debug for PgFollowUpTx {
@@ -298,42 +305,156 @@ fn candidate(row: &PgRow) -> Result<Candidate, StoreError> {
     })
 }
 
-/// Everything one processed stage writes, in one statement (see the module docs). The lead's
-/// progress is the domain's, computed by the caller (`$7`, `$8`).
-const RECORD: &str = "\
+/// Everything the buffered processed stages write, in one statement (see the module docs): one
+/// row per stage in every column array. The lead's progress is the domain's, computed by
+/// [`FollowUpTx::record`] (`$7`, `$8`); the mail columns hold only the stages with a mail, the
+/// event columns every event. A record that exists already is left out of `recorded` (`on
+/// conflict do nothing`: the unique violation's detail would not name it, the table has
+/// row-level security) and fails the batch as [`StoreError::AlreadyRecorded`].
+const RECORD_BATCH: &str = "\
     with f as ( \
         insert into followups (lead_id, territory_id, stage, status, reason, processed_at) \
-        values ($1, $2, $3, $4, $5, $6) \
+        select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                             $6::timestamptz[]) \
+        on conflict (lead_id, stage) do nothing \
         returning lead_id \
     ), l as ( \
-        update leads set followup_next_stage = $7, followup_sent = $8, \
-               followup_t3_sent_at = case when $3 = 'T3' and $4 = 'SENT' then $6 \
-                                          else followup_t3_sent_at end, \
-               followup_t7_sent_at = case when $3 = 'T7' and $4 = 'SENT' then $6 \
-                                          else followup_t7_sent_at end \
-         where id = $1 and territory_id = $2 \
-        returning id \
+        update leads set followup_next_stage = u.next_stage, followup_sent = u.sent, \
+               followup_t3_sent_at = case when u.stage = 'T3' and u.status = 'SENT' then u.at \
+                                          else leads.followup_t3_sent_at end, \
+               followup_t7_sent_at = case when u.stage = 'T7' and u.status = 'SENT' then u.at \
+                                          else leads.followup_t7_sent_at end \
+          from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $6::timestamptz[], \
+                      $7::text[], $8::boolean[]) \
+                 as u(id, territory_id, stage, status, at, next_stage, sent) \
+         where leads.id = u.id and leads.territory_id = u.territory_id \
+        returning leads.id \
     ), a as ( \
         insert into activities \
           (id, lead_id, territory_id, type, occurred_at, description, user_id, \
            meaningful_contact, metadata, created_at) \
-        values ($9, $1, $2, $10, $11, $12, $13, $14, $15, $16) \
+        select a.id, a.lead_id, a.territory_id, a.type, a.occurred_at, a.description, \
+               a.user_id, a.meaningful_contact, a.metadata, a.created_at \
+          from unnest($9::uuid[], $1::uuid[], $2::text[], $10::text[], $11::timestamptz[], \
+                      $12::text[], $13::text[], $14::boolean[], $15::jsonb[], \
+                      $16::timestamptz[]) \
+                 as a(id, lead_id, territory_id, type, occurred_at, description, user_id, \
+                      meaningful_contact, metadata, created_at) \
     ), m as ( \
         insert into mail_outbox \
           (id, lead_id, territory_id, stage, recipient, subject, html, text, unsubscribe_url, \
            status, attempts, next_attempt_at, created_at, updated_at) \
-        select $17, $1, $2, $3, $18, $19, $20, $21, $22, 'QUEUED', 0, $23, $23, $23 \
-         where $17::uuid is not null \
+        select m.id, m.lead_id, m.territory_id, m.stage, m.recipient, m.subject, m.html, \
+               m.text, m.unsubscribe_url, 'QUEUED', 0, m.queued_at, m.queued_at, m.queued_at \
+          from unnest($17::uuid[], $18::uuid[], $19::text[], $20::text[], $21::text[], \
+                      $22::text[], $23::text[], $24::text[], $25::text[], $26::timestamptz[]) \
+                 as m(id, lead_id, territory_id, stage, recipient, subject, html, text, \
+                      unsubscribe_url, queued_at) \
     ), e as ( \
         insert into event_outbox (event_id, source, type, subject, territory_id, payload, dashboard) \
-        select * from unnest($24::uuid[], $25::text[], $26::text[], $27::text[], $28::text[], \
-                             $29::jsonb[], $30::boolean[]) \
+        select * from unnest($27::uuid[], $28::text[], $29::text[], $30::text[], $31::text[], \
+                             $32::jsonb[], $33::boolean[]) \
     ) \
-    select (select count(*) from l) as leads_updated, (select count(*) from f) as records";
+    select (select count(*) from l) as leads_updated, array(select lead_id from f) as recorded";
+
+/// How many processed stages [`PgFollowUpTx`] buffers before it writes them (it writes the rest
+/// at commit): a batch of the default size is one statement.
+const RECORD_BUFFER: usize = 256;
+
+/// The processed stages a [`PgFollowUpTx`] has not written yet, as the column arrays of
+/// [`RECORD_BATCH`]. At most one stage per lead (a second stage of a buffered lead flushes
+/// first, so the lead's update sees the first).
+#[derive(Default)]
+struct Buffered {
+    lead_ids: Vec<Uuid>,
+    territories: Vec<&'static str>,
+    stages: Vec<&'static str>,
+    statuses: Vec<&'static str>,
+    reasons: Vec<Option<&'static str>>,
+    processed_at: Vec<OffsetDateTime>,
+    next_stages: Vec<Option<&'static str>>,
+    sent: Vec<bool>,
+    activity_ids: Vec<Uuid>,
+    activity_types: Vec<&'static str>,
+    occurred_at: Vec<OffsetDateTime>,
+    descriptions: Vec<Option<String>>,
+    user_ids: Vec<String>,
+    meaningful: Vec<bool>,
+    metadata: Vec<serde_json::Value>,
+    created_at: Vec<OffsetDateTime>,
+    mail_ids: Vec<Uuid>,
+    mail_leads: Vec<Uuid>,
+    mail_territories: Vec<&'static str>,
+    mail_stages: Vec<&'static str>,
+    recipients: Vec<String>,
+    subjects: Vec<String>,
+    htmls: Vec<String>,
+    texts: Vec<String>,
+    unsubscribe_urls: Vec<String>,
+    queued_at: Vec<OffsetDateTime>,
+    events: EventColumns,
+}
+
+impl Buffered {
+    fn len(&self) -> usize {
+        self.lead_ids.len()
+    }
+
+    fn holds(&self, lead_id: Uuid) -> bool {
+        self.lead_ids.contains(&lead_id)
+    }
+
+    fn push(
+        &mut self,
+        processed: ProcessedFollowUp,
+        next_stage: Option<Stage>,
+        any_sent: bool,
+    ) -> Result<(), StoreError> {
+        let ProcessedFollowUp {
+            lead_id,
+            territory,
+            record,
+            activity,
+            mail,
+            events,
+        } = processed;
+        self.events.extend(&events)?;
+        self.lead_ids.push(lead_id);
+        self.territories.push(territory.as_str());
+        self.stages.push(record.stage.as_str());
+        self.statuses.push(record.status.as_str());
+        self.reasons.push(record.reason.map(SkipReason::as_str));
+        self.processed_at.push(record.processed_at);
+        self.next_stages.push(next_stage.map(Stage::as_str));
+        self.sent.push(any_sent);
+        self.activity_ids.push(activity.id);
+        self.activity_types.push(activity.activity_type.as_str());
+        self.occurred_at.push(activity.occurred_at);
+        self.descriptions.push(activity.description);
+        self.user_ids.push(activity.user_id.as_str().to_owned());
+        self.meaningful.push(activity.meaningful_contact);
+        self.metadata.push(activity.metadata);
+        self.created_at.push(activity.created_at);
+        if let Some(mail) = mail {
+            self.mail_ids.push(mail.id);
+            self.mail_leads.push(lead_id);
+            self.mail_territories.push(territory.as_str());
+            self.mail_stages.push(record.stage.as_str());
+            self.recipients.push(mail.to);
+            self.subjects.push(mail.subject);
+            self.htmls.push(mail.html);
+            self.texts.push(mail.text);
+            self.unsubscribe_urls.push(mail.unsubscribe_url);
+            self.queued_at.push(mail.queued_at);
+        }
+        Ok(())
+    }
+}
 
 /// The event outbox columns of `events`, as arrays for `unnest` (the same row shape as the lead
 /// store's outbox writer: territory from `data.territory`, the dashboard flag from
 /// [`freshplan_leads::events::moves_dashboard`]).
+#[derive(Default)]
 struct EventColumns {
     ids: Vec<Uuid>,
     sources: Vec<String>,
@@ -344,35 +465,38 @@ struct EventColumns {
     dashboard: Vec<bool>,
 }
 
+impl EventColumns {
+    fn extend<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a CloudEvent>,
+    ) -> Result<(), StoreError> {
+        for event in events {
+            let territory = event
+                .data
+                .get("territory")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|t| t.parse::<TerritoryId>().ok());
+            self.payloads
+                .push(serde_json::to_value(event).map_err(StoreError::backend)?);
+            self.ids.push(event.id);
+            self.sources.push(event.source.clone());
+            self.types.push(event.event_type.clone());
+            self.subjects.push(event.subject.clone());
+            self.territories
+                .push(territory.map(|t| t.as_str().to_owned()));
+            self.dashboard
+                .push(freshplan_leads::events::moves_dashboard(event));
+        }
+        Ok(())
+    }
+}
+
 fn event_columns<'a>(
     events: impl IntoIterator<Item = &'a CloudEvent>,
 ) -> Result<EventColumns, StoreError> {
-    let mut c = EventColumns {
-        ids: Vec::new(),
-        sources: Vec::new(),
-        types: Vec::new(),
-        subjects: Vec::new(),
-        territories: Vec::new(),
-        payloads: Vec::new(),
-        dashboard: Vec::new(),
-    };
-    for event in events {
-        let territory = event
-            .data
-            .get("territory")
-            .and_then(serde_json::Value::as_str)
-            .and_then(|t| t.parse::<TerritoryId>().ok());
-        c.ids.push(event.id);
-        c.sources.push(event.source.clone());
-        c.types.push(event.event_type.clone());
-        c.subjects.push(event.subject.clone());
-        c.territories.push(territory.map(|t| t.as_str().to_owned()));
-        c.payloads
-            .push(serde_json::to_value(event).map_err(StoreError::backend)?);
-        c.dashboard
-            .push(freshplan_leads::events::moves_dashboard(event));
-    }
-    Ok(c)
+    let mut columns = EventColumns::default();
+    columns.extend(events)?;
+    Ok(columns)
 }
 
 impl PgFollowUpTx {
@@ -389,6 +513,87 @@ impl PgFollowUpTx {
             None => Err(corrupt("followups.lead_id", lead_id.to_string())),
         }
     }
+
+    /// Writes the buffered stages in one statement. A stage recorded meanwhile (by a writer
+    /// that bypassed the claim) is [`StoreError::AlreadyRecorded`].
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buffered.len() == 0 {
+            return Ok(());
+        }
+        let b = std::mem::take(&mut self.buffered);
+        let expected = i64::try_from(b.len()).unwrap_or(i64::MAX);
+        let written: Vec<(Uuid, &'static str)> = b
+            .lead_ids
+            .iter()
+            .copied()
+            .zip(b.stages.iter().copied())
+            .collect();
+        let row = sqlx::query(RECORD_BATCH)
+            .bind(b.lead_ids)
+            .bind(b.territories)
+            .bind(b.stages)
+            .bind(b.statuses)
+            .bind(b.reasons)
+            .bind(b.processed_at)
+            .bind(b.next_stages)
+            .bind(b.sent)
+            .bind(b.activity_ids)
+            .bind(b.activity_types)
+            .bind(b.occurred_at)
+            .bind(b.descriptions)
+            .bind(b.user_ids)
+            .bind(b.meaningful)
+            .bind(b.metadata)
+            .bind(b.created_at)
+            .bind(b.mail_ids)
+            .bind(b.mail_leads)
+            .bind(b.mail_territories)
+            .bind(b.mail_stages)
+            .bind(b.recipients)
+            .bind(b.subjects)
+            .bind(b.htmls)
+            .bind(b.texts)
+            .bind(b.unsubscribe_urls)
+            .bind(b.queued_at)
+            .bind(b.events.ids)
+            .bind(b.events.sources)
+            .bind(b.events.types)
+            .bind(b.events.subjects)
+            .bind(b.events.territories)
+            .bind(b.events.payloads)
+            .bind(b.events.dashboard)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(|source| {
+                // Records that exist are filtered above; what is left here is a mail of a stage
+                // without a record (the store never writes one), which the detail cannot name
+                // (row-level security hides it): blame the batch's first stage.
+                let (lead_id, stage) = written[0];
+                classify("record follow-ups", lead_id, parse_stage(stage))(source)
+            })?;
+        let recorded: Vec<Uuid> = get(&row, "recorded")?;
+        if let Some(&(lead_id, stage)) = written.iter().find(|(l, _)| !recorded.contains(l)) {
+            return Err(StoreError::AlreadyRecorded {
+                lead_id,
+                stage: parse_stage(stage),
+            });
+        }
+        let updated: i64 = get(&row, "leads_updated")?;
+        if updated != expected {
+            // A record's territory is not its lead's (the foreign key would have said so too);
+            // nothing of the statement may stay.
+            return Err(corrupt(
+                "followups.territory_id",
+                format!("{updated} of {expected} leads matched their records' territory"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A stage the buffer wrote from [`Stage::as_str`].
+fn parse_stage(stage: &str) -> Stage {
+    stage.parse().unwrap_or(Stage::T3)
 }
 
 impl FollowUpTx for PgFollowUpTx {
@@ -418,15 +623,11 @@ impl FollowUpTx for PgFollowUpTx {
     }
 
     async fn record(&mut self, processed: ProcessedFollowUp) -> Result<(), StoreError> {
-        let ProcessedFollowUp {
-            lead_id,
-            territory,
-            record,
-            activity,
-            mail,
-            events,
-        } = processed;
-        let stage = record.stage;
+        let lead_id = processed.lead_id;
+        let stage = processed.record.stage;
+        if self.buffered.holds(lead_id) || self.buffered.len() >= RECORD_BUFFER {
+            self.flush().await?;
+        }
         let mut lead = match self.claimed.remove(&lead_id) {
             Some(c) => c,
             None => self.load_candidate(lead_id).await?,
@@ -435,60 +636,26 @@ impl FollowUpTx for PgFollowUpTx {
             return Err(StoreError::AlreadyRecorded { lead_id, stage });
         }
         match stage {
-            Stage::T3 => lead.t3 = Some(record),
-            Stage::T7 => lead.t7 = Some(record),
+            Stage::T3 => lead.t3 = Some(processed.record.clone()),
+            Stage::T7 => lead.t7 = Some(processed.record.clone()),
         }
-        let next_stage = lead.next_stage().map(Stage::as_str);
+        let next_stage = lead.next_stage();
         let any_sent = lead.t3.iter().chain(lead.t7.iter()).any(|r| r.is_sent());
-        let ev = event_columns(&events)?;
         if self.after_commit.is_some() {
-            self.appended.extend(events);
+            self.appended.extend(processed.events.iter().cloned());
         }
-        let row = sqlx::query(RECORD)
-            .bind(lead_id)
-            .bind(territory.as_str())
-            .bind(stage.as_str())
-            .bind(record.status.as_str())
-            .bind(record.reason.map(SkipReason::as_str))
-            .bind(record.processed_at)
-            .bind(next_stage)
-            .bind(any_sent)
-            .bind(activity.id)
-            .bind(activity.activity_type.as_str())
-            .bind(activity.occurred_at)
-            .bind(activity.description.clone())
-            .bind(activity.user_id.as_str().to_owned())
-            .bind(activity.meaningful_contact)
-            .bind(activity.metadata.clone())
-            .bind(activity.created_at)
-            .bind(mail.as_ref().map(|m| m.id))
-            .bind(mail.as_ref().map(|m| m.to.clone()))
-            .bind(mail.as_ref().map(|m| m.subject.clone()))
-            .bind(mail.as_ref().map(|m| m.html.clone()))
-            .bind(mail.as_ref().map(|m| m.text.clone()))
-            .bind(mail.as_ref().map(|m| m.unsubscribe_url.clone()))
-            .bind(mail.as_ref().map(|m| m.queued_at))
-            .bind(ev.ids)
-            .bind(ev.sources)
-            .bind(ev.types)
-            .bind(ev.subjects)
-            .bind(ev.territories)
-            .bind(ev.payloads)
-            .bind(ev.dashboard)
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(classify("record a follow-up", lead_id, stage))?;
-        let updated: i64 = get(&row, "leads_updated")?;
-        if updated != 1 {
-            // The territory of the record is not the lead's (the foreign key would have said so
-            // too); nothing of the statement may stay.
-            return Err(corrupt("followups.territory_id", territory.as_str()));
-        }
+        self.buffered.push(processed, next_stage, any_sent)?;
         self.claimed.insert(lead_id, lead);
         Ok(())
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    async fn commit(mut self) -> Result<(), StoreError> {
+        if let Err(e) = self.flush().await {
+            // Release the claimed leads now rather than when the pool takes the connection
+            // back; the batch's error is what the caller needs, not the rollback's.
+            let _ = self.tx.rollback().await;
+            return Err(e);
+        }
         self.tx
             .commit()
             .await

@@ -74,6 +74,26 @@ pub(crate) fn mailable(n: u128, company: &str, country: &str, owner: &str) -> Le
     l
 }
 
+/// A SENT T+3 of lead `n` (in DE) without mail or event, as a holder of the claim records it.
+fn sent_t3(n: u128, activity: u128) -> ProcessedFollowUp {
+    ProcessedFollowUp {
+        lead_id: id(n),
+        territory: TerritoryId::De,
+        record: FollowUpRecord::sent(Stage::T3, T3_AT),
+        activity: Activity::system(
+            Uuid::from_u128(activity),
+            id(n),
+            ActivityType::FollowupSent,
+            T3_AT,
+            Actor::system().user_id().clone(),
+            None,
+            serde_json::json!({}),
+        ),
+        mail: None,
+        events: vec![],
+    }
+}
+
 async fn records(db: &Db) -> Vec<(Uuid, String, String, Option<String>)> {
     sqlx::query_as("select lead_id, stage, status, reason from followups order by lead_id, stage")
         .fetch_all(&db.su)
@@ -364,7 +384,8 @@ async fn locked_leads_are_skipped_and_a_second_record_is_refused(
     );
 
     // A writer that bypassed the claim recorded lead 2's T+3 meanwhile: the holder's record
-    // hits the unique key and is refused as already recorded.
+    // (buffered, written at commit) hits the unique key and is refused as already recorded,
+    // naming the lead and stage that has the record.
     sqlx::query(
         "insert into followups (lead_id, territory_id, stage, status, reason, processed_at) \
          values ($1, 'DE', 'T3', 'SKIPPED', 'NO_EMAIL', $2)",
@@ -374,28 +395,14 @@ async fn locked_leads_are_skipped_and_a_second_record_is_refused(
     .execute(&db.su)
     .await
     .unwrap();
-    let processed = ProcessedFollowUp {
-        lead_id: id(2),
-        territory: TerritoryId::De,
-        record: FollowUpRecord::sent(Stage::T3, T3_AT),
-        activity: Activity::system(
-            Uuid::from_u128(77),
-            id(2),
-            ActivityType::FollowupSent,
-            T3_AT,
-            Actor::system().user_id().clone(),
-            None,
-            serde_json::json!({}),
-        ),
-        mail: None,
-        events: vec![],
-    };
-    let err = holder.record(processed).await.unwrap_err();
+    // Lead 1 first, so the batch's first row is not the one that violates the key.
+    holder.record(sent_t3(1, 76)).await.unwrap();
+    holder.record(sent_t3(2, 77)).await.unwrap();
+    let err = holder.commit().await.unwrap_err();
     assert!(
         matches!(err, StoreError::AlreadyRecorded { stage: Stage::T3, lead_id } if lead_id == id(2)),
         "{err:?}"
     );
-    holder.rollback().await.unwrap();
     assert_eq!(db.count("activities where type like 'FOLLOWUP%'").await, 0);
 
     // Released: the run processes lead 1; lead 2's T+3 has its record, so it is not redone.
