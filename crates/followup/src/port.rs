@@ -101,7 +101,9 @@ pub trait FollowUpTx: Send + 'static {
     /// A candidate is a lead that is open (`REGISTERED`/`ACTIVE`), not deleted, with a running
     /// clock, whose next unprocessed stage has `due_at ≤ now` (T+7 only once T+3 has a record).
     /// The adapter locks the rows (`FOR UPDATE SKIP LOCKED`): rows another transaction holds
-    /// are skipped, never waited for. This pre-selection may be coarse; the service re-plans
+    /// are skipped, never waited for. A candidate's records are read once its row is locked,
+    /// so they include every record committed before (a stale snapshot would offer a stage
+    /// that is already recorded). This pre-selection may be coarse; the service re-plans
     /// every candidate with [`crate::plan::plan`].
     fn claim_due(
         &mut self,

@@ -235,10 +235,16 @@ const CANDIDATE_SELECT: &str = "\
       left join followups f7 on f7.lead_id = l.id and f7.stage = 'T7'";
 
 /// The claim: open leads with a running clock whose next stage is due (`registered_at` at or
-/// before the stage's cut-off), by id after the cursor. The first three conditions are the
-/// predicate of `leads_followup_due_idx` verbatim, so the planner scans that small index (one
+/// before the stage's cut-off), by id after the cursor, locked. The first three conditions are
+/// the predicate of `leads_followup_due_idx` verbatim, so the planner scans that small index (one
 /// `registered_at` range per stage).
 /// `$1` cursor, `$2`/`$3` the T+3/T+7 cut-offs (`now - offset`), `$4` limit.
+///
+/// It returns only ids; [`LOAD_CANDIDATES`] reads the candidates in a second statement. Reading
+/// the records in the claim itself would read them at the claim's snapshot: a lead whose batch
+/// committed a record while the claim ran is locked with its *new* row (the lock re-checks it),
+/// but joined with the *old* records, and would be offered a stage that is already recorded.
+/// The second statement's snapshot is younger than the locks, and nobody records a locked lead.
 fn claim_statement(first_page: bool) -> String {
     let cursor = if first_page {
         "l.id >= $1"
@@ -246,7 +252,7 @@ fn claim_statement(first_page: bool) -> String {
         "l.id > $1"
     };
     format!(
-        "{CANDIDATE_SELECT} \
+        "select l.id from leads l \
           where l.status in ('REGISTERED', 'ACTIVE') and l.clock_stopped_at is null \
             and l.followup_next_stage is not null \
             and {cursor} \
@@ -262,6 +268,9 @@ static CLAIM_FIRST: LazyLock<String> = LazyLock::new(|| claim_statement(true));
 static CLAIM_NEXT: LazyLock<String> = LazyLock::new(|| claim_statement(false));
 static LOAD_CANDIDATE: LazyLock<String> =
     LazyLock::new(|| format!("{CANDIDATE_SELECT} where l.id = $1"));
+/// The claimed candidates (`$1` their ids), by id.
+static LOAD_CANDIDATES: LazyLock<String> =
+    LazyLock::new(|| format!("{CANDIDATE_SELECT} where l.id = any($1) order by l.id"));
 
 fn record_of(row: &PgRow, stage: Stage) -> Result<Option<FollowUpRecord>, StoreError> {
     let (status, reason, at) = match stage {
@@ -607,7 +616,7 @@ impl FollowUpTx for PgFollowUpTx {
             None => (&*CLAIM_FIRST, Uuid::nil()),
             Some(after) => (&*CLAIM_NEXT, after),
         };
-        let rows = sqlx::query(statement)
+        let ids: Vec<Uuid> = sqlx::query_scalar(statement)
             .bind(cursor)
             .bind(now - Stage::T3.due_offset())
             .bind(now - Stage::T7.due_offset())
@@ -615,6 +624,14 @@ impl FollowUpTx for PgFollowUpTx {
             .fetch_all(&mut *self.tx)
             .await
             .map_err(backend("claim due follow-ups"))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&LOAD_CANDIDATES)
+            .bind(ids)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(backend("read the claimed follow-up candidates"))?;
         let candidates = rows.iter().map(candidate).collect::<Result<Vec<_>, _>>()?;
         for c in &candidates {
             self.claimed.insert(c.lead_id, c.clone());
