@@ -18,7 +18,7 @@
 //! `leads.followup_next_stage` (the domain's [`Candidate::next_stage`]), `leads.followup_sent`
 //! and the send times `leads.followup_t3_sent_at` / `followup_t7_sent_at` are written here, in
 //! the statement that inserts the record. The claim reads the partial index of
-//! migrations/0004 (only open leads with a pending stage, a few days' registrations); the
+//! migrations/0008 (only open leads with a pending stage, a few days' registrations); the
 //! cockpit figures read the counts that triggers on `leads` derive from these columns
 //! (migrations/0004 and 0006), never the leads themselves.
 //!
@@ -236,8 +236,8 @@ const CANDIDATE_SELECT: &str = "\
 
 /// The claim: open leads with a running clock whose next stage is due (`registered_at` at or
 /// before the stage's cut-off), by id after the cursor, locked. The first three conditions are
-/// the predicate of `leads_followup_due_idx` verbatim, so the planner scans that small index (one
-/// `registered_at` range per stage).
+/// the predicate of `leads_followup_open_idx` (migrations/0008) verbatim, so the planner walks
+/// that index in id order from the cursor and stops at the page's last lead.
 /// `$1` cursor, `$2`/`$3` the T+3/T+7 cut-offs (`now - offset`), `$4` limit.
 ///
 /// It returns only ids; [`LOAD_CANDIDATES`] reads the candidates in a second statement. Reading
