@@ -34,7 +34,7 @@ use std::sync::LazyLock;
 use serde::Serialize;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Postgres, Row as _, Transaction};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Row as _, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -971,7 +971,15 @@ impl PgFollowUpStore {
         let Some(guard) = self.try_begin_run().await? else {
             return Ok(ExclusiveRun::Busy);
         };
-        let result = service.run(run_id).await;
+        let result = {
+            let mut run = std::pin::pin!(service.run(run_id));
+            loop {
+                tokio::select! {
+                    result = &mut run => break result,
+                    () = tokio::time::sleep(COUNTS_VACUUM_INTERVAL) => self.vacuum_counts().await,
+                }
+            }
+        };
         let recorded = match &result {
             Ok((report, event)) => self.record_run(report, event, None).await,
             Err(failure) => {
@@ -986,6 +994,9 @@ impl PgFollowUpStore {
             Ok(()) => self.compact_counts(service.clock().now()).await.map(|_| ()),
             Err(_) => Ok(()),
         };
+        if compacted.is_ok() {
+            self.vacuum_counts().await;
+        }
         // Release only after the run is recorded: the next run must see it.
         let released = guard.release().await;
         recorded?;
@@ -1030,7 +1041,38 @@ fn figures_statement(owner: bool) -> String {
 static FIGURES_ALL: LazyLock<String> = LazyLock::new(|| figures_statement(false));
 static FIGURES_OWN: LazyLock<String> = LazyLock::new(|| figures_statement(true));
 
+/// How often a run vacuums the count tables while it runs ([`PgFollowUpStore::vacuum_counts`]).
+const COUNTS_VACUUM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl PgFollowUpStore {
+    /// Vacuums the cockpit's count tables (`followup_figure_counts`, `followup_sent_counts`).
+    ///
+    /// A run appends two to three delta rows per processed lead and its folds delete them again:
+    /// ≈ 300k dead rows per 100k leads in two small tables. Until they are vacuumed, every fold
+    /// and every cockpit read walks them (a fold cost ≈ 3 ms instead of ≈ 0.1 ms after a 100k
+    /// run, measured), and autovacuum may be off or busy with the large tables. So
+    /// [`PgFollowUpStore::run_exclusive`] vacuums them every few seconds during a run and once
+    /// after its compaction (≈ 10–100 ms each; `VACUUM` blocks no reader or writer).
+    ///
+    /// Maintenance, not an application query: it runs on a plain connection of the pool's
+    /// `DATABASE_URL` role, the role that migrated and owns the tables (like [`crate::migrate`];
+    /// pooled connections are switched to the unprivileged application role, which may not
+    /// vacuum). With another role the server skips the tables with a warning. Failures are
+    /// logged, never raised: the counts stay exact without it.
+    pub async fn vacuum_counts(&self) {
+        let options = self.pool.connect_options();
+        let vacuumed = async {
+            let mut conn = PgConnection::connect_with(&options).await?;
+            sqlx::Executor::execute(&mut conn, "vacuum followup_figure_counts, followup_sent_counts")
+                .await?;
+            conn.close().await
+        }
+        .await;
+        if let Err(e) = vacuumed {
+            tracing::warn!(error = %e, "vacuuming the follow-up counts failed");
+        }
+    }
+
     /// Folds the delta rows of the cockpit's counts (`followup_sent_counts`,
     /// `followup_figure_counts`) into one row per key and drops the sent-per-day counts of days
     /// before yesterday (`now`'s day in Berlin); returns how many rows were folded or dropped.
