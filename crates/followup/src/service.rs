@@ -37,7 +37,7 @@ pub struct FollowUpConfig {
 
 impl FollowUpConfig {
     /// The default batch size.
-    pub const DEFAULT_BATCH_SIZE: usize = 100;
+    pub const DEFAULT_BATCH_SIZE: usize = 250;
     /// The default number of batches in flight.
     pub const DEFAULT_CONCURRENCY: usize = 4;
 

@@ -1063,8 +1063,11 @@ impl PgFollowUpStore {
         let options = self.pool.connect_options();
         let vacuumed = async {
             let mut conn = PgConnection::connect_with(&options).await?;
-            sqlx::Executor::execute(&mut conn, "vacuum followup_figure_counts, followup_sent_counts")
-                .await?;
+            sqlx::Executor::execute(
+                &mut conn,
+                "vacuum followup_figure_counts, followup_sent_counts",
+            )
+            .await?;
             conn.close().await
         }
         .await;

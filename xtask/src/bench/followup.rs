@@ -1486,7 +1486,7 @@ fn section(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "\n`POST /api/followups/run` as admin on a fresh server: batches of 100 leads, one \
+            "\n`POST /api/followups/run` as admin on a fresh server: batches of 250 leads, one \
              transaction each (claim `FOR NO KEY UPDATE SKIP LOCKED`, plan, render, record, \
              mail, event). The peak RSS is read once the replica's event pipeline has delivered \
              the run's events (`freshplan_outbox_pending` 0). Skipped: the due leads without \
