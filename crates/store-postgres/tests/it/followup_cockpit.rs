@@ -379,3 +379,67 @@ async fn mails_are_visible_with_their_lead_only(pool_opts: PgPoolOptions, opts: 
     drop(conn);
     db.close().await;
 }
+
+/// A statement that changes many leads at once (a follow-up batch, a bulk SQL change) appends one
+/// delta row per key with the net change and does not fold (migrations/0007: the run compacts
+/// instead); the counts stay exact, and compaction folds them.
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn a_bulk_statement_appends_one_delta_per_key(
+    pool_opts: PgPoolOptions,
+    opts: PgConnectOptions,
+) {
+    let db = Db::new(pool_opts, opts).await;
+    let leads: Vec<Lead> = (1..=100)
+        .map(|n| mailable(n, &format!("Betrieb {n}"), "DE", "rep-1"))
+        .collect();
+    db.seed(&leads).await;
+    let store = PgFollowUpStore::new(db.app.clone());
+    store.compact_counts(AT).await.unwrap();
+    let pending = |owner: &'static str| {
+        let db = &db;
+        async move {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "select sum(n)::bigint from followup_figure_counts \
+                  where owner_user_id = $1 and metric = 'T3'",
+            )
+            .bind(owner)
+            .fetch_one(&db.su)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+        }
+    };
+    assert_eq!((pending("rep-1").await, pending("rep-2").await), (100, 0));
+    let before = db.count("followup_figure_counts").await;
+
+    sqlx::query("update leads set owner_user_id = 'rep-2' where owner_user_id = 'rep-1'")
+        .execute(&db.su)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.count("followup_figure_counts").await,
+        before + 2,
+        "one row for rep-1 (-100) and one for rep-2 (+100), nothing folded"
+    );
+    assert_eq!((pending("rep-1").await, pending("rep-2").await), (0, 100));
+
+    // An update that changes nothing counted appends nothing.
+    sqlx::query("update leads set phone = '+49 30 1'")
+        .execute(&db.su)
+        .await
+        .unwrap();
+    assert_eq!(db.count("followup_figure_counts").await, before + 2);
+
+    store.compact_counts(AT).await.unwrap();
+    assert_eq!(
+        db.count("followup_figure_counts where owner_user_id = 'rep-2'")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.count("followup_figure_counts where owner_user_id = 'rep-1'")
+            .await,
+        0
+    );
+    db.close().await;
+}
