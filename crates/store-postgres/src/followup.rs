@@ -653,8 +653,8 @@ impl FollowUpTx for PgFollowUpTx {
             return Err(StoreError::AlreadyRecorded { lead_id, stage });
         }
         match stage {
-            Stage::T3 => lead.t3 = Some(processed.record.clone()),
-            Stage::T7 => lead.t7 = Some(processed.record.clone()),
+            Stage::T3 => lead.t3 = Some(processed.record),
+            Stage::T7 => lead.t7 = Some(processed.record),
         }
         let next_stage = lead.next_stage();
         let any_sent = lead.t3.iter().chain(lead.t7.iter()).any(|r| r.is_sent());
