@@ -971,16 +971,18 @@ impl PgFollowUpStore {
         let Some(guard) = self.try_begin_run().await? else {
             return Ok(ExclusiveRun::Busy);
         };
-        let result = {
-            let mut run = std::pin::pin!(service.run(run_id));
+        // The counts' maintenance runs beside the run's batches (polled together, so neither
+        // waits for the other) and is dropped when the run ends; the after-run compaction below
+        // repeats it.
+        let maintenance = async {
             loop {
-                tokio::select! {
-                    result = &mut run => break result,
-                    () = tokio::time::sleep(COUNTS_MAINTENANCE_INTERVAL) => {
-                        self.maintain_counts(service.clock().now()).await;
-                    }
-                }
+                tokio::time::sleep(COUNTS_MAINTENANCE_INTERVAL).await;
+                self.maintain_counts(service.clock().now()).await;
             }
+        };
+        let result = tokio::select! {
+            result = service.run(run_id) => result,
+            () = maintenance => unreachable!("the maintenance loop ends only when dropped"),
         };
         let recorded = match &result {
             Ok((report, event)) => self.record_run(report, event, None).await,

@@ -304,6 +304,7 @@ async fn measure(
         }
         let mut sample = followup_run(freshplan, &url, work, &env).await?;
         sample.shift_s = shift;
+        check_counts(&mut db).await?;
         println!(
             "xtask bench: follow-up run {} of {}: {} processed (T+3 sent {}, skipped {}) in \
              {:.1} s ({:.0}/s); peak RSS {:.1} MB",
@@ -893,6 +894,24 @@ async fn followup_run(
         rss_peak_kib,
         shift_s: 0,
     })
+}
+
+/// The cockpit's count read models after a run equal a recount from the leads (the run folds
+/// and vacuums them while its batches append deltas, migrations/0007): pending per stage, the
+/// run's day's sent counts (the latest day the counts hold) and the conversion counts, per
+/// territory and owner. A difference fails the bench.
+async fn check_counts(db: &mut PgConnection) -> Result<()> {
+    let differences: i64 = sqlx::query_scalar(
+        "with d as (select max(day) as day from followup_figure_counts where metric = 'SENT'),          truth as (              select c.t, c.o, c.m, c.d, sum(c.n)::bigint as n                from (select l.territory_id, coalesce(l.owner_user_id, ''),                             freshplan_followup_pending(l.status, l.clock_stopped_at,                                                        l.followup_next_stage),                             null::date, 1                        from leads l                      union all                      select l.territory_id, coalesce(l.owner_user_id, ''), 'SENT',                             freshplan_berlin_day(x.at), 1                        from leads l, d,                             unnest(array[l.followup_t3_sent_at, l.followup_t7_sent_at]) x(at)                       where l.status <> 'DELETED' and freshplan_berlin_day(x.at) = d.day                     ) c(t, o, m, d, n)               where c.m is not null               group by 1, 2, 3, 4),          model as (              select territory_id, owner_user_id, metric, f.day, sum(n)::bigint                from followup_figure_counts f, d               where metric <> 'SENT' or f.day = d.day               group by 1, 2, 3, 4 having sum(n) <> 0),          sent_truth as (              select territory_id, coalesce(owner_user_id, ''), status, count(*)::bigint                from leads where followup_sent group by 1, 2, 3),          sent_model as (              select territory_id, owner_user_id, status, sum(n)::bigint                from followup_sent_counts group by 1, 2, 3 having sum(n) <> 0)          select (select count(*) from ((select * from truth except select * from model)                                        union all                                        (select * from model except select * from truth)) a)               + (select count(*) from ((select * from sent_truth except select * from sent_model)                                        union all                                        (select * from sent_model except select * from sent_truth)) b)",
+    )
+    .fetch_one(&mut *db)
+    .await
+    .context("checking the count read models")?;
+    if differences != 0 {
+        bail!("after the run, {differences} count keys differ from a recount of the leads");
+    }
+    println!("xtask bench:   the cockpit's counts equal a recount of the leads");
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
