@@ -1508,7 +1508,9 @@ fn section(r: &Results) -> String {
             "\n`POST /api/followups/run` as admin on a fresh server: batches of 250 leads, one \
              transaction each (claim `FOR NO KEY UPDATE SKIP LOCKED`, plan, render, record, \
              mail, event). The peak RSS is read once the replica's event pipeline has delivered \
-             the run's events (`freshplan_outbox_pending` 0). Skipped: the due leads without \
+             the run's events (`freshplan_outbox_pending` 0). After every run the cockpit's \
+             count read models are checked against a recount of the leads (a difference fails \
+             the bench). Skipped: the due leads without \
              consent (`NO_CONSENT`). Follow-ups go out only inside business hours: outside them \
              the run's server starts with `FRESHPLAN_ENV=development` and \
              `FRESHPLAN_FOLLOWUP_CLOCK_OFFSET` (docs/decisions/0007 §11), which shifts only its \
