@@ -74,17 +74,21 @@ pub(crate) fn mailable(n: u128, company: &str, country: &str, owner: &str) -> Le
     l
 }
 
-/// A SENT T+3 of lead `n` (in DE) without mail or event, as a holder of the claim records it.
-fn sent_t3(n: u128, activity: u128) -> ProcessedFollowUp {
+/// A SENT `stage` of lead `n` (in DE) without mail or event, as a holder of the claim records it.
+fn sent(stage: Stage, n: u128, activity: u128) -> ProcessedFollowUp {
+    let at = match stage {
+        Stage::T3 => T3_AT,
+        Stage::T7 => T7_AT,
+    };
     ProcessedFollowUp {
         lead_id: id(n),
         territory: TerritoryId::De,
-        record: FollowUpRecord::sent(Stage::T3, T3_AT),
+        record: FollowUpRecord::sent(stage, at),
         activity: Activity::system(
             Uuid::from_u128(activity),
             id(n),
             ActivityType::FollowupSent,
-            T3_AT,
+            at,
             Actor::system().user_id().clone(),
             None,
             serde_json::json!({}),
@@ -396,8 +400,8 @@ async fn locked_leads_are_skipped_and_a_second_record_is_refused(
     .await
     .unwrap();
     // Lead 1 first, so the batch's first row is not the one that violates the key.
-    holder.record(sent_t3(1, 76)).await.unwrap();
-    holder.record(sent_t3(2, 77)).await.unwrap();
+    holder.record(sent(Stage::T3, 1, 76)).await.unwrap();
+    holder.record(sent(Stage::T3, 2, 77)).await.unwrap();
     let err = holder.commit().await.unwrap_err();
     assert!(
         matches!(err, StoreError::AlreadyRecorded { stage: Stage::T3, lead_id } if lead_id == id(2)),
@@ -409,6 +413,40 @@ async fn locked_leads_are_skipped_and_a_second_record_is_refused(
     let (done, _) = service.run(Uuid::from_u128(2)).await.unwrap();
     assert_eq!((done.t3_count, done.skipped_count), (1, 0));
     assert_eq!(db.count("followups").await, 2);
+    db.close().await;
+}
+
+/// The writes of a transaction are buffered and written at commit: a second stage of the same
+/// lead in one transaction sees the first (both records, the lead's progress after both).
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn both_stages_of_a_lead_in_one_transaction(
+    pool_opts: PgPoolOptions,
+    opts: PgConnectOptions,
+) {
+    let db = Db::new(pool_opts, opts).await;
+    db.seed(&[
+        mailable(1, "Gasthaus Adler", "DE", "rep-1"),
+        mailable(2, "Hotel Post", "DE", "rep-1"),
+    ])
+    .await;
+    let store = PgFollowUpStore::new(db.app.clone());
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.claim_due(T7_AT, None, 10).await.unwrap().len(), 2);
+    tx.record(sent(Stage::T3, 1, 71)).await.unwrap();
+    tx.record(sent(Stage::T3, 2, 72)).await.unwrap();
+    tx.record(sent(Stage::T7, 1, 73)).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        records(&db).await,
+        vec![
+            (id(1), "T3".into(), "SENT".into(), None),
+            (id(1), "T7".into(), "SENT".into(), None),
+            (id(2), "T3".into(), "SENT".into(), None),
+        ]
+    );
+    assert_eq!(next_stage(&db, id(1)).await, (None, true));
+    assert_eq!(next_stage(&db, id(2)).await, (Some("T7".into()), true));
+    assert_eq!(db.count("activities where type = 'FOLLOWUP_SENT'").await, 3);
     db.close().await;
 }
 
