@@ -1738,6 +1738,30 @@ pub(crate) async fn load(pool: &PgPool, data: &Dataset) -> Result<()> {
         .await
         .context("inserting follow-up records")?;
     }
+    // The leads' follow-up progress, as `PgFollowUpTx` writes it with each record: the next
+    // stage (`Candidate::next_stage`: the first stage without a record), whether any was sent,
+    // and the send times. The claim and the cockpit's counts (their triggers run here) read
+    // these columns, not the records.
+    sqlx::query(
+        "update leads l \
+            set followup_next_stage = case when f.t3 is null then 'T3' \
+                                           when f.t7 is null then 'T7' end, \
+                followup_sent = f.t3_sent_at is not null or f.t7_sent_at is not null, \
+                followup_t3_sent_at = f.t3_sent_at, \
+                followup_t7_sent_at = f.t7_sent_at \
+           from (select lead_id, \
+                        max(status) filter (where stage = 'T3') as t3, \
+                        max(status) filter (where stage = 'T7') as t7, \
+                        max(processed_at) filter (where stage = 'T3' and status = 'SENT') \
+                            as t3_sent_at, \
+                        max(processed_at) filter (where stage = 'T7' and status = 'SENT') \
+                            as t7_sent_at \
+                   from followups group by lead_id) f \
+          where l.id = f.lead_id",
+    )
+    .execute(&mut *conn)
+    .await
+    .context("writing the leads' follow-up progress")?;
     tx.commit().await?;
     Ok(())
 }
@@ -2085,6 +2109,52 @@ mod tests {
         tx.commit().await.expect("commit");
         let read: BTreeMap<Uuid, Lead> = page.items.into_iter().map(|l| (l.id, l)).collect();
         assert_eq!(read.len(), data.leads.len());
+
+        // The cockpit (its count read models follow the leads' follow-up progress, which the
+        // loader writes from the records) shows the domain's figures of the seeded rows, and a
+        // follow-up run right after seeding finds nothing to do.
+        let record = |lead: Uuid, stage: Stage| {
+            data.followups
+                .iter()
+                .find(|f| f.lead_id == lead && f.record.stage == stage)
+                .map(|f| f.record)
+        };
+        let rows: Vec<freshplan_followup::cockpit::CockpitRow> = data
+            .leads
+            .iter()
+            .map(|l| freshplan_followup::cockpit::CockpitRow {
+                territory: l.territory,
+                owner: l.owner.clone(),
+                status: l.status,
+                clock_stopped: l.protection.clock_stopped_at.is_some(),
+                t3: record(l.id, Stage::T3),
+                t7: record(l.id, Stage::T7),
+            })
+            .collect();
+        let admin = Actor::new(user("admin"), [Role::Admin], []);
+        let scope = freshplan_followup::Scope::for_actor(&admin, None);
+        use freshplan_followup::port::{FollowUpStore as _, FollowUpTx as _};
+        let followups = freshplan_store_postgres::PgFollowUpStore::new(pool.clone());
+        assert_eq!(
+            followups
+                .figures(&admin, &scope, NOW)
+                .await
+                .expect("figures"),
+            freshplan_followup::figures(&rows, &scope, NOW),
+            "cockpit figures of the seeded data"
+        );
+        let mut claim = followups.begin().await.expect("begin");
+        let due = claim.claim_due(NOW, None, 10_000).await.expect("claim");
+        assert!(
+            due.iter()
+                .all(|c| !matches!(freshplan_followup::plan::plan(c, NOW), Plan::Process { .. })),
+            "nothing to follow up right after seeding"
+        );
+        assert!(
+            due.iter().all(|c| c.next_stage().is_some()),
+            "the claim offers only leads with a stage left"
+        );
+        drop(claim);
         for lead in &data.leads {
             assert_eq!(read.get(&lead.id), Some(lead), "lead {}", lead.id);
         }
