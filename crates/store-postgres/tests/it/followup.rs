@@ -98,6 +98,15 @@ fn sent(stage: Stage, n: u128, activity: u128) -> ProcessedFollowUp {
     }
 }
 
+/// Leads 1 and 2 in DE, both mailable, owned by rep-1.
+async fn seed_two_mailable(db: &Db) {
+    db.seed(&[
+        mailable(1, "Gasthaus Adler", "DE", "rep-1"),
+        mailable(2, "Hotel Post", "DE", "rep-1"),
+    ])
+    .await;
+}
+
 async fn records(db: &Db) -> Vec<(Uuid, String, String, Option<String>)> {
     sqlx::query_as("select lead_id, stage, status, reason from followups order by lead_id, stage")
         .fetch_all(&db.su)
@@ -369,11 +378,7 @@ async fn locked_leads_are_skipped_and_a_second_record_is_refused(
     opts: PgConnectOptions,
 ) {
     let db = Db::new(pool_opts, opts).await;
-    db.seed(&[
-        mailable(1, "Gasthaus Adler", "DE", "rep-1"),
-        mailable(2, "Hotel Post", "DE", "rep-1"),
-    ])
-    .await;
+    seed_two_mailable(&db).await;
     let (service, _) = service(&db, T3_AT, 10).await;
     let store = service.store().clone();
     // One transaction holds both leads: a run skips them instead of waiting.
@@ -424,11 +429,7 @@ async fn both_stages_of_a_lead_in_one_transaction(
     opts: PgConnectOptions,
 ) {
     let db = Db::new(pool_opts, opts).await;
-    db.seed(&[
-        mailable(1, "Gasthaus Adler", "DE", "rep-1"),
-        mailable(2, "Hotel Post", "DE", "rep-1"),
-    ])
-    .await;
+    seed_two_mailable(&db).await;
     let store = PgFollowUpStore::new(db.app.clone());
     let mut tx = store.begin().await.unwrap();
     assert_eq!(tx.claim_due(T7_AT, None, 10).await.unwrap().len(), 2);
