@@ -20,12 +20,13 @@
 //! the statement that inserts the record. The claim reads the partial index of
 //! migrations/0008 (only open leads with a pending stage, a few days' registrations); the
 //! cockpit figures read the counts that triggers on `leads` derive from these columns
-//! (migrations/0004 and 0006), never the leads themselves.
+//! (migrations/0004, 0006 and 0007), never the leads themselves.
 //!
 //! # Errors
-//! The follow-up port has its own [`StoreError`]; the one constraint it names,
-//! [`StoreError::AlreadyRecorded`], is mapped here, in [`classify`] (the lead store's map is
-//! `error.rs`).
+//! The follow-up port has its own [`StoreError`]; the one case it names,
+//! [`StoreError::AlreadyRecorded`], is found here without a constraint error: the batch statement
+//! inserts records and mails `on conflict (lead_id, stage) do nothing` and reports which leads it
+//! wrote (see [`RECORD_BATCH`]; the lead store's constraint map is `error.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -55,11 +56,6 @@ use crate::AfterCommit;
 /// The key of the cluster-wide follow-up run lock (`pg_try_advisory_lock`): "FPFOLLUP" in ASCII.
 pub const FOLLOWUP_RUN_LOCK_KEY: i64 = 0x4650_464F_4C4C_5550;
 
-/// Unique key: one follow-up record per (lead, stage) (migrations/0001).
-const FOLLOWUPS_LEAD_STAGE_UQ: &str = "followups_lead_stage_uq";
-/// Unique key: one mail per (lead, stage) (migrations/0004).
-const MAIL_OUTBOX_LEAD_STAGE_UQ: &str = "mail_outbox_lead_stage_uq";
-
 /// A database failure with what the adapter was doing.
 #[derive(Debug, thiserror::Error)]
 #[error("{context}")]
@@ -86,27 +82,6 @@ fn corrupt(field: &'static str, value: impl Into<String>) -> StoreError {
         field,
         value: value.into(),
     })
-}
-
-/// The follow-up store's error map: the unique keys on (lead, stage) are
-/// [`StoreError::AlreadyRecorded`]; everything else is a backend failure.
-fn classify(
-    context: &'static str,
-    lead_id: Uuid,
-    stage: Stage,
-) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| {
-        if let Some(db) = source.as_database_error()
-            && db.is_unique_violation()
-            && matches!(
-                db.constraint(),
-                Some(FOLLOWUPS_LEAD_STAGE_UQ | MAIL_OUTBOX_LEAD_STAGE_UQ)
-            )
-        {
-            return StoreError::AlreadyRecorded { lead_id, stage };
-        }
-        StoreError::backend(PgError { context, source })
-    }
 }
 
 fn get<'r, T>(row: &'r PgRow, column: &'static str) -> Result<T, StoreError>
@@ -317,9 +292,10 @@ fn candidate(row: &PgRow) -> Result<Candidate, StoreError> {
 /// Everything the buffered processed stages write, in one statement (see the module docs): one
 /// row per stage in every column array. The lead's progress is the domain's, computed by
 /// [`FollowUpTx::record`] (`$7`, `$8`); the mail columns hold only the stages with a mail, the
-/// event columns every event. A record that exists already is left out of `recorded` (`on
-/// conflict do nothing`: the unique violation's detail would not name it, the table has
-/// row-level security) and fails the batch as [`StoreError::AlreadyRecorded`].
+/// event columns every event. A record or mail that exists already for its lead and stage is
+/// left out of `recorded` / `mailed` (`on conflict do nothing`: a unique violation's detail would
+/// not name the lead, the tables have row-level security) and fails the batch as
+/// [`StoreError::AlreadyRecorded`] of that lead and stage.
 const RECORD_BATCH: &str = "\
     with f as ( \
         insert into followups (lead_id, territory_id, stage, status, reason, processed_at) \
@@ -359,12 +335,15 @@ const RECORD_BATCH: &str = "\
                       $22::text[], $23::text[], $24::text[], $25::text[], $26::timestamptz[]) \
                  as m(id, lead_id, territory_id, stage, recipient, subject, html, text, \
                       unsubscribe_url, queued_at) \
+        on conflict (lead_id, stage) do nothing \
+        returning lead_id \
     ), e as ( \
         insert into event_outbox (event_id, source, type, subject, territory_id, payload, dashboard) \
         select * from unnest($27::uuid[], $28::text[], $29::text[], $30::text[], $31::text[], \
                              $32::jsonb[], $33::boolean[]) \
     ) \
-    select (select count(*) from l) as leads_updated, array(select lead_id from f) as recorded";
+    select (select count(*) from l) as leads_updated, array(select lead_id from f) as recorded, \
+           array(select lead_id from m) as mailed";
 
 /// How many processed stages [`PgFollowUpTx`] buffers before it writes them (it writes the rest
 /// at commit): a batch of the default size is one statement.
@@ -537,6 +516,12 @@ impl PgFollowUpTx {
             .copied()
             .zip(b.stages.iter().copied())
             .collect();
+        let mails: Vec<(Uuid, &'static str)> = b
+            .mail_leads
+            .iter()
+            .copied()
+            .zip(b.mail_stages.iter().copied())
+            .collect();
         let row = sqlx::query(RECORD_BATCH)
             .bind(b.lead_ids)
             .bind(b.territories)
@@ -573,15 +558,14 @@ impl PgFollowUpTx {
             .bind(b.events.dashboard)
             .fetch_one(&mut *self.tx)
             .await
-            .map_err(|source| {
-                // Records that exist are filtered above; what is left here is a mail of a stage
-                // without a record (the store never writes one), which the detail cannot name
-                // (row-level security hides it): blame the batch's first stage.
-                let (lead_id, stage) = written[0];
-                classify("record follow-ups", lead_id, parse_stage(stage))(source)
-            })?;
+            .map_err(backend("record follow-ups"))?;
         let recorded: Vec<Uuid> = get(&row, "recorded")?;
-        if let Some(&(lead_id, stage)) = written.iter().find(|(l, _)| !recorded.contains(l)) {
+        let mailed: Vec<Uuid> = get(&row, "mailed")?;
+        let existing = written
+            .iter()
+            .find(|(lead, _)| !recorded.contains(lead))
+            .or_else(|| mails.iter().find(|(lead, _)| !mailed.contains(lead)));
+        if let Some(&(lead_id, stage)) = existing {
             return Err(StoreError::AlreadyRecorded {
                 lead_id,
                 stage: parse_stage(stage),

@@ -12,7 +12,9 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use freshplan_followup::port::{FollowUpStore, FollowUpTx, ProcessedFollowUp, StoreError};
+use freshplan_followup::port::{
+    FollowUpStore, FollowUpTx, OutgoingMail, ProcessedFollowUp, StoreError,
+};
 use freshplan_followup::testing::InMemoryFollowUpStore;
 use freshplan_followup::unsubscribe::UnsubscribeToken;
 use freshplan_followup::{
@@ -418,6 +420,53 @@ async fn locked_leads_are_skipped_and_a_second_record_is_refused(
     let (done, _) = service.run(Uuid::from_u128(2)).await.unwrap();
     assert_eq!((done.t3_count, done.skipped_count), (1, 0));
     assert_eq!(db.count("followups").await, 2);
+    db.close().await;
+}
+
+/// A stage whose *mail* exists already (without its record: only a writer that bypassed the
+/// store leaves that) is refused at commit as already recorded, naming its lead, and nothing of
+/// the batch stays.
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn an_existing_mail_refuses_the_stage(pool_opts: PgPoolOptions, opts: PgConnectOptions) {
+    let db = Db::new(pool_opts, opts).await;
+    seed_two_mailable(&db).await;
+    sqlx::query(
+        "insert into mail_outbox (id, lead_id, territory_id, stage, recipient, subject, html, \
+                                  text, unsubscribe_url, next_attempt_at, created_at, updated_at) \
+         values ($1, $2, 'DE', 'T3', 'x@example.de', 's', 'h', 't', 'u', $3, $3, $3)",
+    )
+    .bind(Uuid::from_u128(99))
+    .bind(id(2))
+    .bind(T3_AT)
+    .execute(&db.su)
+    .await
+    .unwrap();
+    let store = PgFollowUpStore::new(db.app.clone());
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(tx.claim_due(T3_AT, None, 10).await.unwrap().len(), 2);
+    for (n, mail) in [(1, 81), (2, 82)] {
+        let mut processed = sent(Stage::T3, n, mail + 10);
+        processed.mail = Some(OutgoingMail {
+            id: Uuid::from_u128(mail),
+            lead_id: id(n),
+            territory: TerritoryId::De,
+            stage: Stage::T3,
+            to: format!("kueche{n}@example.de"),
+            subject: "s".into(),
+            html: "h".into(),
+            text: "t".into(),
+            unsubscribe_url: "https://crm.example/unsubscribe?token=x".into(),
+            queued_at: T3_AT,
+        });
+        tx.record(processed).await.unwrap();
+    }
+    let err = tx.commit().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyRecorded { stage: Stage::T3, lead_id } if lead_id == id(2)),
+        "{err:?}"
+    );
+    assert_eq!(db.count("followups").await, 0);
+    assert_eq!(db.count("mail_outbox").await, 1);
     db.close().await;
 }
 
