@@ -23,6 +23,11 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
     }
 
     let pg = pg::ensure_postgres(workspace_root)?;
+    match drop_stale_test_databases(pg.url()) {
+        Ok(0) => {}
+        Ok(n) => println!("xtask: dropped {n} test databases left by earlier runs"),
+        Err(e) => println!("xtask: could not drop old test databases: {e:#}"),
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     let nextest = Command::new(&cargo)
@@ -69,6 +74,54 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// How old a test database must be before [`drop_stale_test_databases`] drops it: older than
+/// any test run that could still be using it.
+const STALE_TEST_DATABASE: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// Drops the `freshplan_test_<uuid v7>` databases of earlier runs
+/// (`freshplan_store_postgres::testing::fresh_database`; the HTTP tests do not drop theirs, and a
+/// failed test keeps its database for a look): those whose name's UUIDv7 time is more than
+/// [`STALE_TEST_DATABASE`] ago and that nobody is connected to. Returns how many it dropped.
+fn drop_stale_test_databases(admin_url: &str) -> Result<usize> {
+    use sqlx::Connection as _;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "select datname from pg_database where datname like 'freshplan\\_test\\_%'",
+        )
+        .fetch_all(&mut conn)
+        .await?;
+        let now = std::time::SystemTime::now();
+        let mut dropped = 0;
+        for name in names {
+            let stale = test_database_created(&name)
+                .and_then(|created| now.duration_since(created).ok())
+                .is_some_and(|age| age > STALE_TEST_DATABASE);
+            // `drop database` refuses a database in use; such a one is left alone.
+            if stale
+                && sqlx::query(&format!("drop database if exists \"{name}\""))
+                    .execute(&mut conn)
+                    .await
+                    .is_ok()
+            {
+                dropped += 1;
+            }
+        }
+        conn.close().await?;
+        Ok(dropped)
+    })
+}
+
+/// When `freshplan_test_<uuid v7, simple form>` was created: the UUID's timestamp.
+fn test_database_created(name: &str) -> Option<std::time::SystemTime> {
+    let id = uuid::Uuid::try_parse(name.strip_prefix("freshplan_test_")?).ok()?;
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    Some(std::time::UNIX_EPOCH + std::time::Duration::new(secs, nanos))
+}
+
 /// `promtool check rules` and `promtool test rules` on `docs/ops/alerts.yml` (SPEC §10).
 fn check_ops_rules(workspace_root: &Path) -> Result<()> {
     let promtool = crate::tools::ensure("promtool", "prometheus")?;
@@ -87,4 +140,24 @@ fn check_ops_rules(workspace_root: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_database_names_carry_their_creation_time() {
+        let before = std::time::SystemTime::now() - std::time::Duration::from_millis(1);
+        let name = format!("freshplan_test_{}", uuid::Uuid::now_v7().simple());
+        let created = test_database_created(&name).expect("a v7 name");
+        assert!(created >= before && created <= std::time::SystemTime::now());
+        assert_eq!(test_database_created("freshplan_test_notauuid"), None);
+        assert_eq!(
+            test_database_created(&format!("freshplan_test_{}", uuid::Uuid::new_v4().simple())),
+            None,
+            "a v4 UUID carries no time"
+        );
+        assert_eq!(test_database_created("freshplan_bench_followup_1m"), None);
+    }
 }
