@@ -381,6 +381,10 @@ struct Buffered {
     unsubscribe_urls: Vec<String>,
     queued_at: Vec<OffsetDateTime>,
     events: EventColumns,
+    /// The (lead, stage) of every buffered record, and of every buffered mail: what the write
+    /// must report back as written.
+    records: Vec<(Uuid, Stage)>,
+    mails: Vec<(Uuid, Stage)>,
 }
 
 impl Buffered {
@@ -407,6 +411,7 @@ impl Buffered {
             events,
         } = processed;
         self.events.extend(&events)?;
+        self.records.push((lead_id, record.stage));
         self.lead_ids.push(lead_id);
         self.territories.push(territory.as_str());
         self.stages.push(record.stage.as_str());
@@ -425,6 +430,7 @@ impl Buffered {
         self.created_at.push(activity.created_at);
         if let Some(mail) = mail {
             self.mail_ids.push(mail.id);
+            self.mails.push((lead_id, record.stage));
             self.mail_leads.push(lead_id);
             self.mail_territories.push(territory.as_str());
             self.mail_stages.push(record.stage.as_str());
@@ -510,18 +516,6 @@ impl PgFollowUpTx {
         }
         let b = std::mem::take(&mut self.buffered);
         let expected = i64::try_from(b.len()).unwrap_or(i64::MAX);
-        let written: Vec<(Uuid, &'static str)> = b
-            .lead_ids
-            .iter()
-            .copied()
-            .zip(b.stages.iter().copied())
-            .collect();
-        let mails: Vec<(Uuid, &'static str)> = b
-            .mail_leads
-            .iter()
-            .copied()
-            .zip(b.mail_stages.iter().copied())
-            .collect();
         let row = sqlx::query(RECORD_BATCH)
             .bind(b.lead_ids)
             .bind(b.territories)
@@ -561,15 +555,13 @@ impl PgFollowUpTx {
             .map_err(backend("record follow-ups"))?;
         let recorded: Vec<Uuid> = get(&row, "recorded")?;
         let mailed: Vec<Uuid> = get(&row, "mailed")?;
-        let existing = written
+        let existing = b
+            .records
             .iter()
             .find(|(lead, _)| !recorded.contains(lead))
-            .or_else(|| mails.iter().find(|(lead, _)| !mailed.contains(lead)));
+            .or_else(|| b.mails.iter().find(|(lead, _)| !mailed.contains(lead)));
         if let Some(&(lead_id, stage)) = existing {
-            return Err(StoreError::AlreadyRecorded {
-                lead_id,
-                stage: parse_stage(stage),
-            });
+            return Err(StoreError::AlreadyRecorded { lead_id, stage });
         }
         let updated: i64 = get(&row, "leads_updated")?;
         if updated != expected {
@@ -582,11 +574,6 @@ impl PgFollowUpTx {
         }
         Ok(())
     }
-}
-
-/// A stage the buffer wrote from [`Stage::as_str`].
-fn parse_stage(stage: &str) -> Stage {
-    stage.parse().unwrap_or(Stage::T3)
 }
 
 impl FollowUpTx for PgFollowUpTx {
