@@ -104,7 +104,11 @@ pub struct ActivityCreate {
     #[serde(rename = "type")]
     pub activity_type: UserActivityType,
     /// Default now; not in the future (422).
-    #[serde(default, with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub occurred_at: Option<OffsetDateTime>,
     /// Free text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -122,3 +126,8 @@ impl ActivityCreate {
         }
     }
 }
+
+crate::page!(
+    /// A page of a lead's timeline, newest first (`GET /api/leads/{id}/activities`).
+    ActivityPage of Activity
+);

@@ -296,7 +296,11 @@ pub struct LeadCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kitchen_size: Option<KitchenSize>,
     /// Employees (`119.0` is read as 119).
-    #[serde(default, deserialize_with = "integer::deserialize", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer::deserialize",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(minimum = 0, maximum = 2147483647)]
     pub employee_count: Option<i64>,
     /// Estimated volume, at most 2 decimal places.
@@ -318,7 +322,11 @@ pub struct LeadCreate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email_consent: Option<bool>,
     /// Backdated registration (imports; admin only, else 403); not in the future.
-    #[serde(default, with = "rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered_at: Option<OffsetDateTime>,
 }
 
@@ -339,74 +347,149 @@ impl LeadCreate {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeadPatch {
     /// 1–255 characters after trimming.
-    #[serde(default, deserialize_with = "patch::required", skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(nullable = false, min_length = 1, max_length = 255, pattern = r"\S")]
     pub company_name: Option<String>,
     /// Contact person.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 255)]
     pub contact_person: Option<Option<String>>,
     /// Email address (an empty string clears it too).
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, format = Email, max_length = 254)]
     pub email: Option<Option<String>>,
     /// Phone.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 50)]
     pub phone: Option<Option<String>>,
     /// Website.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 255)]
     pub website: Option<Option<String>>,
     /// Street.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 255)]
     pub street: Option<Option<String>>,
     /// Postal code.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 20)]
     pub postal_code: Option<Option<String>>,
     /// City.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 100)]
     pub city: Option<Option<String>>,
     /// ISO 3166-1 alpha-2 (any case); moving between territories follows it.
-    #[serde(default, deserialize_with = "patch::required", skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[A-Za-z]{2}$")]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(nullable = false, pattern = "^[A-Za-z]{2}$")]
     pub country_code: Option<String>,
     /// Business type.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<BusinessType>)]
     pub business_type: Option<Option<BusinessType>>,
     /// Kitchen size.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<KitchenSize>)]
     pub kitchen_size: Option<Option<KitchenSize>>,
     /// Employees (`119.0` is read as 119).
-    #[serde(default, deserialize_with = "integer::patch", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "integer::patch",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 2147483647)]
     pub employee_count: Option<Option<i64>>,
     /// Estimated volume, at most 2 decimal places.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<f64>, minimum = 0, multiple_of = 0.01)]
     pub estimated_volume: Option<Option<f64>>,
     /// Industry.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 50)]
     pub industry: Option<Option<String>>,
     /// Source.
-    #[serde(default, deserialize_with = "patch::required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(nullable = false)]
     pub source: Option<LeadSource>,
     /// Campaign.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<String>, max_length = 255)]
     pub source_campaign: Option<Option<String>>,
     /// Consent to follow-up mails.
-    #[serde(default, deserialize_with = "patch::required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(nullable = false)]
     pub email_consent: Option<bool>,
     /// A manual transition (SPEC §4.3); one the status table does not allow from the lead's
     /// current status is 422.
-    #[serde(default, deserialize_with = "patch::required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(nullable = false)]
     pub status: Option<StatusChange>,
     /// Only with `status: ACTIVE` on an EXPIRED lead (managers/admins): its new owner; in any
     /// other patch 422 (reassign with `PUT /api/leads/{id}/owner`). `null` is the same as absent.
@@ -414,7 +497,11 @@ pub struct LeadPatch {
     #[schema(min_length = 1, max_length = 64)]
     pub owner_user_id: Option<String>,
     /// Replaces the collaborators (a set); null clears them.
-    #[serde(default, deserialize_with = "patch::nullable", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "patch::nullable",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schema(value_type = Option<Vec<String>>)]
     pub collaborator_user_ids: Option<Option<Vec<String>>>,
 }
@@ -436,3 +523,8 @@ pub struct ClockStop {
     #[schema(min_length = 1, max_length = 500)]
     pub reason: String,
 }
+
+crate::page!(
+    /// A page of leads (`GET /api/leads`).
+    LeadPage of Lead
+);

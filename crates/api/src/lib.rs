@@ -23,6 +23,7 @@
 pub mod activities;
 pub mod events;
 pub mod followups;
+pub mod health;
 pub mod leads;
 pub mod mails;
 pub mod problem;
@@ -31,19 +32,57 @@ pub mod wire;
 
 pub use problem::{FieldProblem, Problem};
 
-/// A page of a list (`GET /api/leads`, `GET /api/leads/{id}/activities`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Page<T> {
+/// A page of a list (`GET /api/leads`, `GET /api/leads/{id}/activities`): what a client needs
+/// to walk all pages.
+pub trait Paged {
+    /// The items.
+    type Item;
     /// The items of this page.
-    pub data: Vec<T>,
-    /// 0-based page number.
-    pub page: u32,
-    /// Page size.
-    #[schema(minimum = 1, maximum = 200)]
-    pub size: u32,
-    /// Matching items on all pages.
-    pub total: u64,
-    /// Number of pages.
-    pub total_pages: u64,
+    fn items(&self) -> &[Self::Item];
+    /// Takes the items of this page.
+    fn into_items(self) -> Vec<Self::Item>;
+    /// This page's number (0-based).
+    fn page(&self) -> u32;
+    /// The number of pages.
+    fn total_pages(&self) -> u64;
 }
+
+/// Declares a page type of `$item` (one concrete schema per list, named in the document).
+macro_rules! page {
+    ($(#[$doc:meta])* $name:ident of $item:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            /// The items of this page.
+            pub data: Vec<$item>,
+            /// 0-based page number.
+            #[schema(minimum = 0, maximum = 1000000)]
+            pub page: u32,
+            /// Page size.
+            #[schema(minimum = 1, maximum = 200)]
+            pub size: u32,
+            /// Matching items on all pages.
+            pub total: u64,
+            /// Number of pages.
+            pub total_pages: u64,
+        }
+
+        impl $crate::Paged for $name {
+            type Item = $item;
+            fn items(&self) -> &[$item] {
+                &self.data
+            }
+            fn into_items(self) -> Vec<$item> {
+                self.data
+            }
+            fn page(&self) -> u32 {
+                self.page
+            }
+            fn total_pages(&self) -> u64 {
+                self.total_pages
+            }
+        }
+    };
+}
+pub(crate) use page;

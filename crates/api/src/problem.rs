@@ -33,13 +33,25 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldProblem>,
     /// 409 `duplicate-lead`: the rule the lead matched.
-    #[serde(rename = "duplicateOn", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "duplicateOn",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duplicate_on: Option<DuplicateOn>,
     /// 409 `duplicate-lead`: the other lead, only when the caller may read it.
-    #[serde(rename = "existingLeadId", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "existingLeadId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub existing_lead_id: Option<uuid::Uuid>,
     /// 409 `duplicate-lead`: the other lead's company, only when the caller may read it.
-    #[serde(rename = "existingCompanyName", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "existingCompanyName",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub existing_company_name: Option<String>,
     /// Other members (`database` and `eventListener` of a 503 from `/health/ready`).
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]

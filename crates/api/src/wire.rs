@@ -56,8 +56,7 @@ impl Visitor<'_> for TimeVisitor {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<OffsetDateTime, E> {
-        OffsetDateTime::parse(v, &Rfc3339)
-            .map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
+        OffsetDateTime::parse(v, &Rfc3339).map_err(|_| E::invalid_value(Unexpected::Str(v), &self))
     }
 }
 
@@ -91,7 +90,8 @@ impl Visitor<'_> for IntegerVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
-        i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &"an integer below 2^63"))
+        i64::try_from(v)
+            .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &"an integer below 2^63"))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
@@ -99,7 +99,10 @@ impl Visitor<'_> for IntegerVisitor {
         if v.fract() == 0.0 && v >= i64::MIN as f64 && v < i64::MAX as f64 {
             Ok(v as i64)
         } else if v.fract() == 0.0 {
-            Err(E::invalid_value(Unexpected::Float(v), &"an integer below 2^63"))
+            Err(E::invalid_value(
+                Unexpected::Float(v),
+                &"an integer below 2^63",
+            ))
         } else {
             Err(E::invalid_type(Unexpected::Float(v), &self))
         }

@@ -222,6 +222,143 @@ pub fn lead_query(query: &str) -> Result<LeadQuery, Problem> {
     Ok(q)
 }
 
+/// 415 unless the body is `application/json` (or, for a merge patch,
+/// `application/merge-patch+json`).
+pub fn require_json(req: &HttpRequest, allow_merge_patch: bool) -> Result<(), Problem> {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || (allow_merge_patch && mime == "application/merge-patch+json") {
+        Ok(())
+    } else {
+        Err(Problem::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            if allow_merge_patch {
+                "Send the body as application/merge-patch+json or application/json."
+            } else {
+                "Send the body as application/json."
+            },
+        ))
+    }
+}
+
+/// Reads a JSON request body into its API type (`freshplan_api`), the SPEC §9 way: not JSON, not
+/// an object, a value of the wrong JSON type, an unknown field or a U+0000 anywhere is 400; a
+/// missing required field (or `null` where the field may not be null), an unknown enum value or a value of the right type that is not
+/// allowed (e.g. a malformed date-time) is 422. Either names the field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| Problem::bad_request(format!("The request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Problem::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    }
+    if let Some(at) = nul_at(&value, String::new()) {
+        return Err(Problem::bad_field(&at, "must not contain U+0000"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().to_string();
+        // serde names the offending member in backticks for unknown and missing fields; the
+        // path then is the object that holds it.
+        let named = message.split('`').nth(1).filter(|_| {
+            message.starts_with("unknown field") || message.starts_with("missing field")
+        });
+        let path = e.path().to_string();
+        // (serde_path_to_error's path ends at an unknown field, and at the object that misses a
+        // required one.)
+        let field = match (named, path.as_str()) {
+            (Some(name), "." | "") => name.to_owned(),
+            (Some(name), p) if p == name || p.ends_with(&format!(".{name}")) => p.to_owned(),
+            (Some(name), p) => format!("{p}.{name}"),
+            (None, p) => p.to_owned(),
+        };
+        let refused_value = ["unknown variant", "invalid value", "missing field"]
+            .iter()
+            .any(|prefix| message.starts_with(prefix));
+        if message.starts_with("missing field") {
+            Problem::invalid(field, "is required")
+        } else if message.starts_with("invalid type: null") {
+            // A required field sent as null, or one that cannot be cleared: missing, not
+            // mistyped.
+            Problem::invalid(field, "may not be null")
+        } else if refused_value {
+            Problem::invalid(field, message)
+        } else {
+            Problem::bad_field(&field, message)
+        }
+    })
+}
+
+/// The path of the first string (or object key) holding U+0000, if any (PostgreSQL text cannot
+/// store it).
+fn nul_at(value: &serde_json::Value, at: String) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0').then_some(at),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, format!("{at}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let here = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_at(v, here)
+            }
+        }),
+        _ => None,
+    }
+}
+
+/// Converts between a domain value and its API twin (`freshplan_api`); a local trait, so the
+/// app may implement it for both foreign sides.
+pub(crate) trait Wire<T> {
+    /// The other side's value.
+    fn wire(self) -> T;
+}
+
+/// [`Wire`] both ways between a domain enum and its API twin, variant by variant (a variant
+/// added on one side only does not compile).
+macro_rules! wire_enum {
+    ($domain:path => $api:path { $($variant:ident),+ $(,)? }) => {
+        impl $crate::http::Wire<$api> for $domain {
+            fn wire(self) -> $api {
+                use $domain as D;
+                use $api as A;
+                match self { $(D::$variant => A::$variant),+ }
+            }
+        }
+        impl $crate::http::Wire<$domain> for $api {
+            fn wire(self) -> $domain {
+                use $domain as D;
+                use $api as A;
+                match self { $(A::$variant => D::$variant),+ }
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
+/// Parses a path id: 400 when it is not a UUID.
+pub fn path_id(raw: &str) -> Result<Uuid, Problem> {
+    Uuid::parse_str(raw).map_err(|_| Problem::bad_field("id", "must be a UUID"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,11 +6,11 @@
 // boxing it everywhere would add noise for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod api;
 pub mod auth;
 pub mod cockpit;
 pub mod config;
 pub mod dashboard;
-pub mod dto;
 pub mod events;
 pub mod feed;
 pub mod followups;
@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{App, HttpResponse, HttpServer, middleware, web};
+use actix_web::{App, HttpServer, middleware, web};
 use tokio::sync::watch;
 
 use freshplan_events_pg::{CommitSignal, EventConsumer};
@@ -41,7 +41,6 @@ use freshplan_store_postgres::PgLeadStore;
 
 use crate::auth::Authenticator;
 use crate::events::Events;
-use crate::problem::Problem;
 
 /// The request body limit (SPEC §9).
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -136,11 +135,7 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
             .configure(routes::configure)
             .configure(followups::configure)
             .configure(cockpit::configure)
-            .default_service(web::to(|| async {
-                HttpResponse::NotFound()
-                    .content_type("application/problem+json")
-                    .json(Problem::not_found("No such resource."))
-            }))
+            .default_service(web::to(routes::fallback))
     })
     .shutdown_timeout(30)
     // Signals are handled by `Running::run_until_signal`: SSE streams must end before a

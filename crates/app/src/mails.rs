@@ -76,7 +76,7 @@ fn require_admin(caller: &Caller) -> Result<()> {
 }
 
 fn mail_id(raw: &str) -> Result<Uuid> {
-    crate::dto::path_id(raw)
+    crate::http::path_id(raw)
 }
 
 fn no_mail() -> Problem {

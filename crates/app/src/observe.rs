@@ -18,9 +18,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             .body(m.encode()),
         None => HttpResponse::NotFound()
             .content_type("application/problem+json")
-            .json(crate::problem::Problem::not_found(
-                "Metrics are switched off.",
-            )),
+            .json(&crate::problem::Problem::not_found("Metrics are switched off.").0),
     }
 }
 

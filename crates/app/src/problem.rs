@@ -2,52 +2,57 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde::Serialize;
 
 use freshplan_leads::LeadError;
 use freshplan_leads::model::FieldError;
 
-/// A field-level validation message.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FieldProblem {
-    /// The field (API name).
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
+pub use freshplan_api::problem::{DuplicateOn, FieldProblem, MEDIA_TYPE};
+
+/// An RFC 9457 problem (`application/problem+json`): the API's [`freshplan_api::Problem`]
+/// body, as the error of a handler.
+#[derive(Debug, Clone)]
+pub struct Problem(pub freshplan_api::Problem);
+
+// `body = Problem` in a handler's OpenAPI annotation documents the API's problem schema.
+impl utoipa::PartialSchema for Problem {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <freshplan_api::Problem as utoipa::PartialSchema>::schema()
+    }
 }
 
-/// An RFC 9457 problem (`application/problem+json`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// A URI naming the problem type.
-    #[serde(rename = "type")]
-    pub problem_type: String,
-    /// A short summary.
-    pub title: String,
-    /// The HTTP status.
-    pub status: u16,
-    /// A human-readable explanation of this occurrence.
-    pub detail: String,
-    /// Validation errors, when there are any.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<FieldProblem>,
-    /// Extra members (e.g. the id of an existing duplicate).
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
-    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+impl utoipa::ToSchema for Problem {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Problem")
+    }
+}
+
+impl std::ops::Deref for Problem {
+    type Target = freshplan_api::Problem;
+    fn deref(&self) -> &freshplan_api::Problem {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Problem {
+    fn deref_mut(&mut self) -> &mut freshplan_api::Problem {
+        &mut self.0
+    }
 }
 
 impl Problem {
     /// A problem with a status, a type slug and a detail.
     pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Problem {
-        Problem {
+        Problem(freshplan_api::Problem {
             problem_type: format!("https://freshplan.example/problems/{slug}"),
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            duplicate_on: None,
+            existing_lead_id: None,
+            existing_company_name: None,
             extra: None,
-        }
+        })
     }
 
     /// 400 with a detail.
@@ -81,6 +86,18 @@ impl Problem {
                 message: e.message,
             })
             .collect();
+        p
+    }
+
+    /// 422 for one field named by its path in the body.
+    pub fn invalid(field: String, message: impl Into<String>) -> Problem {
+        let message = message.into();
+        let mut p = Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            format!("{field}: {message}"),
+        );
+        p.errors.push(FieldProblem { field, message });
         p
     }
 
@@ -130,8 +147,8 @@ impl ResponseError for Problem {
 
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status_code())
-            .content_type("application/problem+json")
-            .json(self)
+            .content_type(MEDIA_TYPE)
+            .json(&self.0)
     }
 }
 
@@ -154,22 +171,14 @@ impl From<LeadError> for Problem {
                         }
                     },
                 );
-                let mut extra = serde_json::Map::new();
-                extra.insert(
-                    "duplicateOn".into(),
-                    serde_json::to_value(kind).unwrap_or_default(),
-                );
+                p.duplicate_on = Some(match kind {
+                    freshplan_leads::duplicates::DuplicateKind::Email => DuplicateOn::Email,
+                    freshplan_leads::duplicates::DuplicateKind::Company => DuplicateOn::Company,
+                });
                 if let Some(l) = existing {
-                    extra.insert(
-                        "existingLeadId".into(),
-                        serde_json::Value::String(l.id.to_string()),
-                    );
-                    extra.insert(
-                        "existingCompanyName".into(),
-                        serde_json::Value::String(l.data.company_name.as_str().to_owned()),
-                    );
+                    p.existing_lead_id = Some(l.id);
+                    p.existing_company_name = Some(l.data.company_name.as_str().to_owned());
                 }
-                p.extra = Some(extra);
                 p
             }
             LeadError::Transition(t) => {

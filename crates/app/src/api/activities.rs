@@ -1,0 +1,106 @@
+//! The timeline (SPEC §5): list a lead's activities, log one. Bodies are
+//! `freshplan_api::activities`.
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use freshplan_api::activities as api;
+use freshplan_leads::activity::Activity;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::http::{self, Wire, lead_etag, parse_json, require_json, wire_enum};
+use crate::problem::Problem;
+
+type Result<T> = std::result::Result<T, Problem>;
+
+wire_enum!(freshplan_leads::activity::ActivityType => api::ActivityType {
+    Email, EmailReceived, Call, Meeting, SampleSent, SampleFeedback, Order, Note, Created,
+    Updated, StatusChanged, OwnerChanged, ClockStopped, ClockResumed, FollowupSent,
+    FollowupSkipped, ReminderSent, GracePeriodStarted, Expired, Reactivated, Deleted,
+    Unsubscribed
+});
+
+/// Registers the timeline routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/leads/{id}/activities", web::get().to(list_activities))
+        .route("/api/leads/{id}/activities", web::post().to(log_activity));
+}
+
+/// The API form of an activity.
+pub fn to_api(a: &Activity) -> api::Activity {
+    api::Activity {
+        id: a.id,
+        lead_id: a.lead_id,
+        activity_type: a.activity_type.wire(),
+        occurred_at: a.occurred_at,
+        description: a.description.clone(),
+        user_id: a.user_id.as_str().to_owned(),
+        meaningful_contact: a.meaningful_contact,
+        metadata: a.metadata.clone(),
+        created_at: a.created_at,
+    }
+}
+
+/// `GET /api/leads/{id}/activities`
+#[utoipa::path(get, path = "/api/leads/{id}/activities", tag = "activities", security(("bearer" = [])),
+    params(("id" = Uuid, Path),
+        ("page" = Option<u32>, Query, minimum = 0, maximum = 1000000, description = "0-based page"),
+        ("size" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size (default 20)")),
+    responses(
+        (status = 200, description = "The timeline, newest first", body = api::ActivityPage),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound)))]
+pub async fn list_activities(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = http::path_id(&id)?;
+    let (page, size) = http::paging(req.query_string())?;
+    let p = state.leads.activities(&caller.0, id, page, size).await?;
+    Ok(HttpResponse::Ok().json(api::ActivityPage {
+        data: p.items.iter().map(to_api).collect(),
+        page,
+        size,
+        total: p.total,
+        total_pages: p.total.div_ceil(u64::from(size)),
+    }))
+}
+
+/// `POST /api/leads/{id}/activities`
+#[utoipa::path(post, path = "/api/leads/{id}/activities", tag = "activities", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    request_body(content = api::ActivityCreate),
+    responses(
+        (status = 201, description = "The activity", body = api::Activity, headers(("ETag" = String, description = "The lead's new strong ETag"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable)))]
+pub async fn log_activity(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = http::path_id(&id)?;
+    require_json(&req, false)?;
+    let body: api::ActivityCreate = parse_json(&body)?;
+    let cmd = freshplan_leads::LogActivity {
+        activity_type: api::ActivityType::from(body.activity_type).wire(),
+        occurred_at: body.occurred_at,
+        description: body.description,
+    };
+    let (activity, lead) = state.leads.log_activity(&caller.0, id, cmd).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::ETAG, lead_etag(lead.id, lead.version)))
+        .json(to_api(&activity)))
+}

@@ -1,0 +1,591 @@
+//! Leads (SPEC §4, §9): list, create, read, merge-patch, soft-delete, reassign, stop and resume
+//! the protection clock. Bodies are `freshplan_api::leads`; this module converts them to and
+//! from the domain.
+
+use std::collections::BTreeSet;
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use freshplan_api::leads as api;
+use freshplan_api::territories::TerritoryRef;
+use freshplan_kernel::UserId;
+use freshplan_leads::lead::limits;
+use freshplan_leads::model::{CompanyName, Email, FieldError, Volume, bounded_text};
+use freshplan_leads::protection::ProtectionPolicy;
+use freshplan_leads::service::CreateLead;
+use freshplan_leads::{Lead, LeadData, LeadPatch};
+use freshplan_territory::Territory;
+
+use crate::AppState;
+use crate::auth::Caller;
+use crate::http::{self, Wire, lead_etag, parse_json, require_json, wire_enum};
+use crate::problem::Problem;
+
+type Result<T> = std::result::Result<T, Problem>;
+
+wire_enum!(freshplan_leads::model::BusinessType => api::BusinessType { Restaurant, Hotel, Canteen, Catering, Other });
+wire_enum!(freshplan_leads::model::KitchenSize => api::KitchenSize { Small, Medium, Large });
+wire_enum!(freshplan_leads::model::LeadSource => api::LeadSource { Web, Email, Phone, Event, Partner, Import });
+wire_enum!(freshplan_leads::status::LeadStatus => api::LeadStatus {
+    Registered, Active, Reminder, GracePeriod, Qualified, Converted, Lost, Expired, Deleted
+});
+
+/// Registers the lead routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/leads", web::get().to(list_leads))
+        .route("/api/leads", web::post().to(create_lead))
+        .route("/api/leads/{id}", web::get().to(get_lead))
+        .route("/api/leads/{id}", web::patch().to(patch_lead))
+        .route("/api/leads/{id}", web::delete().to(delete_lead))
+        .route("/api/leads/{id}/owner", web::put().to(reassign))
+        .route("/api/leads/{id}/clock/stop", web::post().to(stop_clock))
+        .route("/api/leads/{id}/clock/resume", web::post().to(resume_clock));
+}
+
+/// The API form of a lead (SPEC §4.1).
+pub fn to_api(lead: &Lead, policy: &ProtectionPolicy) -> api::Lead {
+    let t = Territory::get(lead.territory);
+    let d = &lead.data;
+    let mark = |m: &Option<freshplan_leads::lead::FollowUpMark>| {
+        m.as_ref().map(|m| api::FollowUpMark {
+            status: if m.status == "SENT" {
+                api::FollowUpStatus::Sent
+            } else {
+                api::FollowUpStatus::Skipped
+            },
+            processed_at: m.processed_at,
+            reason: m.reason.clone(),
+        })
+    };
+    api::Lead {
+        id: lead.id,
+        version: lead.version,
+        company_name: d.company_name.as_str().to_owned(),
+        contact_person: d.contact_person.clone(),
+        email: d.email.as_ref().map(|e| e.as_str().to_owned()),
+        phone: d.phone.clone(),
+        website: d.website.clone(),
+        street: d.street.clone(),
+        postal_code: d.postal_code.clone(),
+        city: d.city.clone(),
+        country_code: d.country_code.clone(),
+        territory: TerritoryRef {
+            id: t.id.as_str().into(),
+            name: t.name.into(),
+            currency_code: t.currency_code.into(),
+        },
+        business_type: d.business_type.map(Wire::wire),
+        kitchen_size: d.kitchen_size.map(Wire::wire),
+        employee_count: d.employee_count.map(i64::from),
+        estimated_volume: d.estimated_volume.map(|v| v.cents() as f64 / 100.0),
+        industry: d.industry.clone(),
+        source: d.source.wire(),
+        source_campaign: d.source_campaign.clone(),
+        email_consent: d.email_consent,
+        email_consent_at: lead.email_consent_at,
+        status: lead.status.wire(),
+        owner_user_id: lead.owner.as_ref().map(|u| u.as_str().to_owned()),
+        collaborator_user_ids: lead
+            .collaborators
+            .iter()
+            .map(|u| u.as_str().to_owned())
+            .collect(),
+        registered_at: lead.registered_at,
+        last_activity_at: lead.last_activity_at,
+        last_meaningful_contact_at: lead.last_meaningful_contact_at,
+        protection: api::Protection {
+            protected_until: lead.protected_until(policy),
+            reminder_at: lead.protection.reminder_at,
+            grace_until: lead.protection.grace_until,
+            clock_stopped_at: lead.protection.clock_stopped_at,
+            stop_reason: lead.protection.stop_reason.clone(),
+            paused_seconds: lead.protection.paused_seconds,
+        },
+        follow_ups: api::FollowUps {
+            t3: mark(&lead.follow_ups.t3),
+            t7: mark(&lead.follow_ups.t7),
+        },
+        created_at: lead.created_at,
+        created_by: lead.created_by.as_str().to_owned(),
+        updated_at: lead.updated_at,
+        updated_by: lead.updated_by.as_str().to_owned(),
+    }
+}
+
+/// Collects 422 field errors while converting.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn take<T>(&mut self, r: std::result::Result<T, FieldError>) -> Option<T> {
+        r.map_err(|e| self.0.push(e)).ok()
+    }
+
+    fn text(&mut self, field: &'static str, s: Option<String>, max: usize) -> Option<String> {
+        self.take(bounded_text(field, s.as_deref(), max)).flatten()
+    }
+
+    fn email(&mut self, s: Option<String>) -> Option<Email> {
+        match s {
+            Some(s) if !s.trim().is_empty() => self.take(Email::parse(&s)),
+            _ => None,
+        }
+    }
+
+    fn employees(&mut self, n: i64) -> Option<i32> {
+        if n < 0 {
+            self.0.push(FieldError::new(
+                "employeeCount",
+                "must be greater than or equal to 0",
+            ));
+            None
+        } else {
+            self.take(
+                i32::try_from(n).map_err(|_| {
+                    FieldError::new("employeeCount", "must be between 0 and 2147483647")
+                }),
+            )
+        }
+    }
+
+    fn volume(&mut self, v: f64) -> Option<Volume> {
+        let spelled =
+            serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string());
+        self.take(Volume::parse_decimal(&spelled))
+    }
+
+    fn country(&mut self, s: &str) -> Option<String> {
+        self.take(
+            freshplan_territory::normalise_country_code(s)
+                .map_err(|e| FieldError::new("countryCode", e.to_string())),
+        )
+    }
+
+    fn user(&mut self, field: &'static str, s: &str) -> Option<UserId> {
+        self.take(UserId::parse(s).map_err(|e| FieldError::new(field, e.to_string())))
+    }
+
+    fn finish(self) -> Result<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(Problem::validation(self.0))
+        }
+    }
+}
+
+/// A `POST /api/leads` body as the domain's lead data and backdated registration.
+pub fn create_command(body: api::LeadCreate) -> Result<(LeadData, Option<time::OffsetDateTime>)> {
+    let mut errs = Errors::default();
+    let company = errs.take(CompanyName::parse(&body.company_name));
+    let country = match body.country_code.as_deref() {
+        Some(c) => errs.country(c),
+        None => Some("DE".to_owned()),
+    };
+    let contact_person = errs.text("contactPerson", body.contact_person, limits::CONTACT_PERSON);
+    let email = errs.email(body.email);
+    let phone = errs.text("phone", body.phone, limits::PHONE);
+    let website = errs.text("website", body.website, limits::WEBSITE);
+    let street = errs.text("street", body.street, limits::STREET);
+    let postal_code = errs.text("postalCode", body.postal_code, limits::POSTAL_CODE);
+    let city = errs.text("city", body.city, limits::CITY);
+    let employee_count = body.employee_count.and_then(|n| errs.employees(n));
+    let estimated_volume = body.estimated_volume.and_then(|v| errs.volume(v));
+    let industry = errs.text("industry", body.industry, limits::INDUSTRY);
+    let source_campaign = errs.text(
+        "sourceCampaign",
+        body.source_campaign,
+        limits::SOURCE_CAMPAIGN,
+    );
+    errs.finish()?;
+    let (Some(company), Some(country)) = (company, country) else {
+        return Err(Problem::bad_request("The lead could not be read."));
+    };
+    let mut data = LeadData::new(company, &country).map_err(|e| Problem::validation(vec![e]))?;
+    data.contact_person = contact_person;
+    data.email = email;
+    data.phone = phone;
+    data.website = website;
+    data.street = street;
+    data.postal_code = postal_code;
+    data.city = city;
+    data.business_type = body.business_type.map(Wire::wire);
+    data.kitchen_size = body.kitchen_size.map(Wire::wire);
+    data.employee_count = employee_count;
+    data.estimated_volume = estimated_volume;
+    data.industry = industry;
+    data.source = body
+        .source
+        .map_or(freshplan_leads::model::LeadSource::Web, Wire::wire);
+    data.source_campaign = source_campaign;
+    data.email_consent = body.email_consent.unwrap_or(false);
+    Ok((data, body.registered_at))
+}
+
+/// A merge patch as the domain's [`LeadPatch`].
+pub fn patch_command(body: api::LeadPatch) -> Result<LeadPatch> {
+    let mut errs = Errors::default();
+    // A cleared field is `Some(None)`; a value that fails its rule leaves the field unpatched
+    // and is reported.
+    let mut text = |field, v: Option<Option<String>>, max| -> Option<Option<String>> {
+        v.map(|v| errs.text(field, v, max))
+    };
+    let contact_person = text("contactPerson", body.contact_person, limits::CONTACT_PERSON);
+    let phone = text("phone", body.phone, limits::PHONE);
+    let website = text("website", body.website, limits::WEBSITE);
+    let street = text("street", body.street, limits::STREET);
+    let postal_code = text("postalCode", body.postal_code, limits::POSTAL_CODE);
+    let city = text("city", body.city, limits::CITY);
+    let industry = text("industry", body.industry, limits::INDUSTRY);
+    let source_campaign = text(
+        "sourceCampaign",
+        body.source_campaign,
+        limits::SOURCE_CAMPAIGN,
+    );
+    let company_name = body
+        .company_name
+        .and_then(|c| errs.take(CompanyName::parse(&c)));
+    let email = body.email.map(|e| errs.email(e));
+    let country_code = body.country_code.and_then(|c| errs.country(&c));
+    let employee_count = body
+        .employee_count
+        .map(|n| n.and_then(|n| errs.employees(n)));
+    let estimated_volume = body
+        .estimated_volume
+        .map(|v| v.and_then(|v| errs.volume(v)));
+    let owner_user_id = body
+        .owner_user_id
+        .and_then(|u| errs.user("ownerUserId", &u));
+    let collaborator_user_ids = body.collaborator_user_ids.map(|ids| {
+        ids.unwrap_or_default()
+            .iter()
+            .filter_map(|u| errs.user("collaboratorUserIds", u))
+            .collect::<BTreeSet<_>>()
+    });
+    errs.finish()?;
+    Ok(LeadPatch {
+        company_name,
+        contact_person,
+        email,
+        phone,
+        website,
+        street,
+        postal_code,
+        city,
+        country_code,
+        business_type: body.business_type.map(|b| b.map(Wire::wire)),
+        kitchen_size: body.kitchen_size.map(|k| k.map(Wire::wire)),
+        employee_count,
+        estimated_volume,
+        industry,
+        source: body.source.map(Wire::wire),
+        source_campaign,
+        email_consent: body.email_consent,
+        status: body.status.map(|s| api::LeadStatus::from(s).wire()),
+        owner_user_id,
+        collaborator_user_ids,
+    })
+}
+
+fn lead_response(status: StatusCode, state: &AppState, lead: &Lead) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header((header::ETAG, lead_etag(lead.id, lead.version)))
+        .json(to_api(lead, state.leads.policy()))
+}
+
+/// `GET /api/leads`
+#[utoipa::path(get, path = "/api/leads", tag = "leads", security(("bearer" = [])),
+    params(
+        ("page" = Option<u32>, Query, minimum = 0, maximum = 1000000, description = "0-based page"),
+        ("size" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size (default 20)"),
+        ("sort" = Option<String>, Query, pattern = r"^(createdAt|updatedAt|companyName|status|registeredAt|lastActivityAt|estimatedVolume|city)(,(asc|desc|ASC|DESC|Asc|Desc))?$", description = "field,asc|desc (default createdAt,asc)"),
+        ("status" = Option<Vec<api::LeadStatus>>, Query, explode = true, description = "Repeatable; also comma-separated"),
+        ("territory" = Option<String>, Query, pattern = "^(DE|CH)$", description = "DE or CH"),
+        ("ownerUserId" = Option<String>, Query, min_length = 1, max_length = 64),
+        ("businessType" = Option<api::BusinessType>, Query),
+        ("q" = Option<String>, Query, max_length = 100, description = "Case-insensitive substring of company, contact, email, city; % and _ are literal"),
+        ("includeDeleted" = Option<bool>, Query, description = "Admins only: list soft-deleted leads too")),
+    responses(
+        (status = 200, description = "A page of leads, with a weak ETag", body = api::LeadPage,
+            headers(("ETag" = String, description = "Weak; differs per page, filter and data"))),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized)))]
+pub async fn list_leads(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse> {
+    let q = http::lead_query(req.query_string())?;
+    let page = state.leads.list(&caller.0, &q).await?;
+    let body = api::LeadPage {
+        data: page
+            .items
+            .iter()
+            .map(|l| to_api(l, state.leads.policy()))
+            .collect(),
+        page: q.page,
+        size: q.size,
+        total: page.total,
+        total_pages: page.total.div_ceil(u64::from(q.size)),
+    };
+    let bytes = serde_json::to_vec(&body).map_err(|e| Problem::internal(&e))?;
+    let etag = http::weak_etag(&bytes);
+    if http::if_none_match(&req, &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::ETAG, etag))
+        .content_type("application/json")
+        .body(bytes))
+}
+
+/// `POST /api/leads`
+#[utoipa::path(post, path = "/api/leads", tag = "leads", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Replays the first response for 24 h; the same key with another body is 422")),
+    request_body(content = api::LeadCreate, description = "Lead fields (SPEC 4.1)"),
+    responses(
+        (status = 201, description = "The lead", body = api::Lead,
+            headers(("ETag" = String, description = "Strong"), ("Location" = String, description = "/api/leads/{id}")),
+            links(("GetLeadById" = (operation_id = "get_lead", parameters(("id" = "$response.body#/id")))),
+                  ("PatchLeadById" = (operation_id = "patch_lead", parameters(("id" = "$response.body#/id")))),
+                  ("LogActivityOnLead" = (operation_id = "log_activity", parameters(("id" = "$response.body#/id")))),
+                  ("ListActivitiesOfLead" = (operation_id = "list_activities", parameters(("id" = "$response.body#/id")))),
+                  ("StopClockOfLead" = (operation_id = "stop_clock", parameters(("id" = "$response.body#/id")))),
+                  ("ResumeClockOfLead" = (operation_id = "resume_clock", parameters(("id" = "$response.body#/id")))),
+                  ("ReassignLead" = (operation_id = "reassign", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 409, response = crate::openapi::Duplicate),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable)))]
+pub async fn create_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    require_json(&req, false)?;
+    let (data, registered_at) = create_command(parse_json(&body)?)?;
+    let idempotency = match req.headers().get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= 255);
+            Some((
+                key.ok_or_else(|| {
+                    Problem::bad_field("Idempotency-Key", "must be 1-255 visible characters")
+                })?
+                .to_owned(),
+                http::body_hash(&body),
+            ))
+        }
+    };
+    let (lead, _replayed) = state
+        .leads
+        .create(
+            &caller.0,
+            CreateLead {
+                data,
+                registered_at,
+                idempotency,
+            },
+        )
+        .await?;
+    let mut resp = lead_response(StatusCode::CREATED, &state, &lead);
+    resp.headers_mut().insert(
+        header::LOCATION,
+        header::HeaderValue::from_str(&format!("/api/leads/{}", lead.id))
+            .map_err(|e| Problem::internal(&e))?,
+    );
+    Ok(resp)
+}
+
+/// `GET /api/leads/{id}`
+#[utoipa::path(get, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])), params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The lead", body = api::Lead, headers(("ETag" = String, description = "Strong; names the version"))),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 404, response = crate::openapi::NotFound)))]
+pub async fn get_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = http::path_id(&id)?;
+    let lead = state.leads.get(&caller.0, id).await?;
+    let etag = lead_etag(lead.id, lead.version);
+    if http::if_none_match(&req, &etag) {
+        return Ok(HttpResponse::NotModified()
+            .insert_header((header::ETAG, etag))
+            .finish());
+    }
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `PATCH /api/leads/{id}` (JSON merge patch)
+#[utoipa::path(patch, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The lead's ETag; missing is 428, stale is 412")),
+    request_body(content((api::LeadPatch = "application/merge-patch+json"), (api::LeadPatch = "application/json"))),
+    responses(
+        (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String, description = "The new strong ETag"))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Duplicate),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 428, response = crate::openapi::PreconditionRequired)))]
+pub async fn patch_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = http::path_id(&id)?;
+    require_json(&req, true)?;
+    let patch = patch_command(parse_json(&body)?)?;
+    let expected = http::required_if_match(&req, id)?;
+    let lead = state.leads.update(&caller.0, id, expected, patch).await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `DELETE /api/leads/{id}`
+#[utoipa::path(delete, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The lead's ETag; missing is 428, stale is 412")),
+    responses(
+        (status = 204, description = "Soft-deleted"),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 428, response = crate::openapi::PreconditionRequired)))]
+pub async fn delete_lead(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = http::path_id(&id)?;
+    let expected = http::required_if_match(&req, id)?;
+    state.leads.delete(&caller.0, id, expected).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `PUT /api/leads/{id}/owner`
+#[utoipa::path(put, path = "/api/leads/{id}/owner", tag = "leads", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Honoured when sent: stale is 412")),
+    request_body(content = api::OwnerChange),
+    responses(
+        (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable)))]
+pub async fn reassign(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = http::path_id(&id)?;
+    require_json(&req, false)?;
+    let change: api::OwnerChange = parse_json(&body)?;
+    let mut errs = Errors::default();
+    let owner = errs.user("ownerUserId", &change.owner_user_id);
+    errs.finish()?;
+    let owner = owner.ok_or_else(|| Problem::bad_request("ownerUserId could not be read."))?;
+    let lead = state
+        .leads
+        .reassign(&caller.0, id, http::optional_if_match(&req, id), owner)
+        .await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `POST /api/leads/{id}/clock/stop`
+#[utoipa::path(post, path = "/api/leads/{id}/clock/stop", tag = "leads", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Honoured when sent: stale is 412")),
+    request_body(content = api::ClockStop),
+    responses(
+        (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable)))]
+pub async fn stop_clock(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = http::path_id(&id)?;
+    require_json(&req, false)?;
+    let stop: api::ClockStop = parse_json(&body)?;
+    let lead = state
+        .leads
+        .stop_clock(
+            &caller.0,
+            id,
+            http::optional_if_match(&req, id),
+            &stop.reason,
+        )
+        .await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// `POST /api/leads/{id}/clock/resume`
+#[utoipa::path(post, path = "/api/leads/{id}/clock/resume", tag = "leads", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Honoured when sent: stale is 412")),
+    responses(
+        (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
+        (status = 412, response = crate::openapi::PreconditionFailed)))]
+pub async fn resume_clock(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = http::path_id(&id)?;
+    let lead = state
+        .leads
+        .resume_clock(&caller.0, id, http::optional_if_match(&req, id))
+        .await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
