@@ -20,3 +20,4 @@ mod process;
 mod replicas;
 mod robustness;
 mod sse_client;
+mod sse_expiry;
