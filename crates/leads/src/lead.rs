@@ -11,7 +11,9 @@ use freshplan_kernel::{Actor, Role, TerritoryId, UserId};
 use crate::activity::ActivityType;
 use crate::duplicates::DuplicateKeys;
 use crate::events::LeadEvent;
-use crate::model::{BusinessType, CompanyName, Email, FieldError, KitchenSize, LeadSource, Volume};
+use crate::model::{
+    BusinessType, CompanyName, Email, FieldError, KitchenSize, LeadSource, Volume, multiline_text,
+};
 use crate::protection::{
     AutoTransition, MAX_STOP_REASON, Protection, ProtectionPolicy, SweepFacts, next_transition,
 };
@@ -608,13 +610,16 @@ impl Lead {
         if self.is_deleted() {
             return Err(ChangeError::Deleted);
         }
-        let reason = reason.trim();
-        if reason.is_empty() || reason.chars().count() > MAX_STOP_REASON {
-            return Err(ChangeError::Validation(FieldError::new(
-                "reason",
-                "must be 1-500 characters",
-            )));
-        }
+        let reason = match multiline_text("reason", Some(reason), MAX_STOP_REASON) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Err(ChangeError::Validation(FieldError::new(
+                    "reason",
+                    "must be 1-500 characters",
+                )));
+            }
+            Err(e) => return Err(ChangeError::Validation(e)),
+        };
         if self.protection.is_stopped() {
             return Err(ChangeError::Clock(
                 "the protection clock is already stopped",
@@ -622,7 +627,7 @@ impl Lead {
         }
         let version = self.touch(actor, now);
         self.protection.clock_stopped_at = Some(now);
-        self.protection.stop_reason = Some(reason.to_owned());
+        self.protection.stop_reason = Some(reason.clone());
         let mut changes = Changes::default();
         changes.entry(
             ActivityType::ClockStopped,

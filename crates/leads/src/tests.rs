@@ -707,6 +707,50 @@ fn manual_closing_moves_while_stopped_still_work() {
 }
 
 #[test]
+fn a_stop_reason_with_nul_or_control_characters_is_refused_and_changes_nothing() {
+    let (svc, store, _) = setup();
+    let lead = create(&svc, &rep("r1"), data("Alpha")).unwrap();
+    for bad in [
+        "Ferien\u{0}",
+        "\u{0}",
+        "a\u{1b}b",
+        "",
+        "   ",
+        &"x".repeat(501),
+    ] {
+        match block_on(svc.stop_clock(&manager(), lead.id, None, bad)) {
+            Err(LeadError::Validation(errors)) => assert_eq!(errors[0].field, "reason"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    assert_eq!(block_on(svc.get(&manager(), lead.id)).unwrap(), lead);
+    assert_eq!(store.events().len(), 1);
+    let l = block_on(svc.stop_clock(&manager(), lead.id, None, " Ferien\n\tbis Januar ")).unwrap();
+    assert_eq!(
+        l.protection.stop_reason.as_deref(),
+        Some("Ferien\n\tbis Januar")
+    );
+}
+
+#[test]
+fn a_description_with_nul_is_refused_and_changes_nothing() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    let bad = LogActivity {
+        activity_type: ActivityType::Call,
+        occurred_at: None,
+        description: Some("Anruf\u{0}".into()),
+    };
+    assert!(matches!(
+        block_on(svc.log_activity(&r, lead.id, bad)),
+        Err(LeadError::Validation(_))
+    ));
+    assert_eq!(block_on(svc.get(&r, lead.id)).unwrap(), lead);
+    assert_eq!(store.activities().len(), 1);
+}
+
+#[test]
 fn reassign_is_manager_only_and_emits_owner_changed() {
     let (svc, store, _) = setup();
     let r = rep("r1");
