@@ -2,6 +2,8 @@
 //! test (SPEC §2, §4, §5, §9), and the real `freshplan` binary where the process is the point.
 
 mod api;
+mod bad_input;
+mod clock;
 mod cockpit_browser;
 mod events;
 #[cfg(unix)] // SIGKILL
