@@ -6,13 +6,13 @@
 // boxing it everywhere would add noise for no measurable gain.
 #![allow(clippy::result_large_err)]
 
+pub mod api;
 pub mod auth;
 pub mod cockpit;
 pub mod config;
 pub mod dashboard;
 pub mod dto;
 pub mod events;
-pub mod feed;
 pub mod followups;
 pub mod http;
 pub mod mails;
@@ -22,7 +22,12 @@ pub mod problem;
 pub mod routes;
 pub mod scheduler;
 pub mod sse;
-pub mod unsubscribe;
+
+// TEMPORARY, until routes.rs is split into `api::*`: routes.rs still registers the feed as
+// `crate::feed::{list, stream}` (the same handlers `api::events::configure` registers; the first
+// registration wins). Drop this line with those two routes.
+#[doc(hidden)]
+pub use api::events as feed;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -134,7 +139,7 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
             .app_data(auth.clone())
             .wrap(middleware::from_fn(request_id))
             .configure(routes::configure)
-            .configure(followups::configure)
+            .configure(api::configure)
             .configure(cockpit::configure)
             .default_service(web::to(|| async {
                 HttpResponse::NotFound()

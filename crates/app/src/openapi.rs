@@ -5,7 +5,7 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::routes;
+use crate::{api, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -26,16 +26,16 @@ use crate::routes;
         routes::reassign,
         routes::stop_clock,
         routes::resume_clock,
-        crate::feed::list,
-        crate::feed::stream,
-        crate::followups::run,
-        crate::followups::runs,
-        crate::followups::figures,
-        crate::followups::figures_stream,
-        crate::mails::list,
-        crate::mails::get,
-        crate::mails::requeue,
-        crate::unsubscribe::unsubscribe,
+        api::events::list,
+        api::events::stream,
+        api::followups::run,
+        api::followups::runs,
+        api::dashboard::figures,
+        api::dashboard::figures_stream,
+        api::mails::list,
+        api::mails::get,
+        api::mails::requeue,
+        api::unsubscribe::unsubscribe,
         routes::openapi,
         routes::live,
         routes::ready,
@@ -55,19 +55,19 @@ use crate::routes;
         crate::dto::schema::ActivityCreate,
         crate::dto::schema::OwnerChange,
         crate::dto::schema::ClockStop,
-        crate::feed::schema::CloudEvent,
-        crate::feed::schema::EventPage,
-        crate::followups::schema::RunReport,
-        crate::followups::schema::RunOutcome,
-        crate::followups::schema::RunRecord,
-        crate::followups::schema::RunList,
-        crate::followups::schema::ScopeKind,
-        crate::followups::schema::FollowUpFigures,
-        crate::followups::schema::MailStatus,
-        crate::followups::schema::Stage,
-        crate::followups::schema::MailSummary,
-        crate::followups::schema::Mail,
-        crate::followups::schema::MailPage
+        freshplan_api::events::CloudEvent,
+        freshplan_api::events::EventPage,
+        freshplan_api::followups::RunReport,
+        freshplan_api::followups::RunOutcome,
+        freshplan_api::followups::RunRecord,
+        freshplan_api::followups::RunList,
+        freshplan_api::followups::ScopeKind,
+        freshplan_api::followups::FollowUpFigures,
+        freshplan_api::followups::Stage,
+        freshplan_api::mails::MailStatus,
+        freshplan_api::mails::MailSummary,
+        freshplan_api::mails::Mail,
+        freshplan_api::mails::MailPage
     ))
 )]
 struct ApiDoc;
