@@ -11,7 +11,9 @@
 //! 4. the app's HTTP resource modules (`crates/app/src/api/*`) don't import each other: a module
 //!    there names nothing of `crate::api` but itself and the shared [`API_SHARED`] modules, which
 //!    name no resource module (a source scan of the `crate::…` and `super::…` paths in code,
-//!    comments and literals ignored).
+//!    comments and literals ignored); and the app's other modules — the wiring the handlers
+//!    call — don't name `crate::api` at all, but for [`API_USERS`] (the crate root, which
+//!    registers the routes, and the OpenAPI document, which lists them).
 //!
 //! The check runs on a small model of its own ([`Model`]) extracted from `cargo metadata`, the
 //! members' manifests and the API modules' sources, so tests can inject a violation without
@@ -76,6 +78,9 @@ pub(crate) const API_DIR: &str = "crates/app/src/api";
 /// Modules of [`API_DIR`] that every resource module may import (they import no resource module).
 pub(crate) const API_SHARED: &[&str] = &["common"];
 
+/// The files of `crates/app/src` outside [`API_DIR`] that may name `crate::api`.
+pub(crate) const API_USERS: &[&str] = &["lib.rs", "openapi.rs"];
+
 /// The kind of a dependency edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
@@ -137,6 +142,16 @@ pub(crate) struct Model {
     pub(crate) packages: BTreeMap<String, Package>,
     /// The files under [`API_DIR`] but its `mod.rs`.
     pub(crate) api_sources: Vec<ApiSource>,
+    /// The other files directly in `crates/app/src` but [`API_USERS`].
+    pub(crate) wiring_sources: Vec<WiringSource>,
+}
+
+/// One file directly in `crates/app/src`: a module of the crate root.
+#[derive(Debug, Clone)]
+pub(crate) struct WiringSource {
+    /// For messages only.
+    pub(crate) path: String,
+    pub(crate) text: String,
 }
 
 /// One broken invariant.
@@ -172,6 +187,10 @@ pub(crate) enum Violation {
         line: usize,
         /// What it names below `crate::api` (`api` itself for `crate::api`, `*` for a glob).
         other: String,
+    },
+    WiringImportsApi {
+        file: String,
+        line: usize,
     },
 }
 
@@ -221,6 +240,11 @@ impl fmt::Display for Violation {
                  `crate::api::{other}`; resource modules don't import each other (put what they \
                  share into one of {API_SHARED:?}, which import no resource module)"
             ),
+            Violation::WiringImportsApi { file, line } => write!(
+                f,
+                "{file}:{line}: names `crate::api`; the app's wiring does not import the HTTP \
+                 layer (only {API_USERS:?} register or list its routes)"
+            ),
         }
     }
 }
@@ -234,7 +258,31 @@ pub(crate) fn load(workspace_root: &Path) -> Result<Model> {
         .context("running `cargo metadata`")?;
     let mut model = Model::from_metadata(&metadata)?;
     model.api_sources = read_api_sources(workspace_root)?;
+    model.wiring_sources = read_wiring_sources(workspace_root)?;
     Ok(model)
+}
+
+/// Reads the `.rs` files of `crates/app/src` (not below it) but [`API_USERS`].
+pub(crate) fn read_wiring_sources(workspace_root: &Path) -> Result<Vec<WiringSource>> {
+    let dir = workspace_root.join("crates/app/src");
+    let mut out = Vec::new();
+    let mut entries = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_file() || !name.ends_with(".rs") || API_USERS.contains(&name.as_str()) {
+            continue;
+        }
+        out.push(WiringSource {
+            path: path.display().to_string(),
+            text: std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        });
+    }
+    Ok(out)
 }
 
 /// Reads every `.rs` file under [`API_DIR`] but its `mod.rs` (none when the directory is absent).
@@ -350,6 +398,7 @@ impl Model {
             members,
             packages,
             api_sources: Vec::new(),
+            wiring_sources: Vec::new(),
         })
     }
 }
@@ -429,13 +478,21 @@ pub(crate) fn check(model: &Model) -> Vec<Violation> {
     for source in &model.api_sources {
         check_api_source(source, &mut violations);
     }
+    for source in &model.wiring_sources {
+        for (line, _) in api_paths(&source.text, None) {
+            violations.push(Violation::WiringImportsApi {
+                file: source.path.clone(),
+                line,
+            });
+        }
+    }
     violations
 }
 
 /// Reports every path in `source` that leads into `crate::api` and names something but the
 /// file's own module and the shared ones.
 fn check_api_source(source: &ApiSource, violations: &mut Vec<Violation>) {
-    for (line, path) in api_paths(&source.text, source.depth) {
+    for (line, path) in api_paths(&source.text, Some(source.depth)) {
         let other = match path.first().map(String::as_str) {
             None => "api",
             Some(first) => first,
@@ -454,8 +511,9 @@ fn check_api_source(source: &ApiSource, violations: &mut Vec<Violation>) {
 
 /// Every path of `text` (comments and literals blanked) that leads into `crate::api`, as its segments below
 /// `crate::api` with the line it starts on: `crate::api::x::y`, `crate::{api::x, …}`, use groups
-/// expanded, and `super::…` from a file `depth` modules below `crate::api`.
-fn api_paths(text: &str, depth: usize) -> Vec<(usize, Vec<String>)> {
+/// expanded, and `super::…` from a file `below_api` modules below `crate::api` (`None`: a module
+/// of the crate root).
+fn api_paths(text: &str, below_api: Option<usize>) -> Vec<(usize, Vec<String>)> {
     let chars = code_only(text);
     let line_at = |i: usize| 1 + chars[..i].iter().filter(|c| **c == '\n').count();
     let mut out = Vec::new();
@@ -473,9 +531,11 @@ fn api_paths(text: &str, depth: usize) -> Vec<(usize, Vec<String>)> {
             }
             _ => {}
         }
-        let depth = depth + braces.iter().filter(|m| **m).count();
-        // The segments that lead to crate root (`crate::`, or `super::` × (depth + 1)) or to
-        // `crate::api` (`super::` × depth).
+        let inline = braces.iter().filter(|m| **m).count();
+        let to_api = below_api.map(|d| d + inline);
+        let to_root = below_api.map_or(1, |d| d + 1) + inline;
+        // The segments that lead to the crate root (`crate::`, or `super::` × `to_root`) or to
+        // `crate::api` (`super::` × `to_api`).
         let prefix: Option<Vec<String>> = if at_word && starts_with(&chars, i, "crate::") {
             i += "crate::".len();
             Some(Vec::new())
@@ -485,10 +545,12 @@ fn api_paths(text: &str, depth: usize) -> Vec<(usize, Vec<String>)> {
                 hops += 1;
                 i += "super::".len();
             }
-            match hops {
-                h if h == depth => Some(vec!["api".to_owned()]),
-                h if h == depth + 1 => Some(Vec::new()),
-                _ => None,
+            if Some(hops) == to_api {
+                Some(vec!["api".to_owned()])
+            } else if hops == to_root {
+                Some(Vec::new())
+            } else {
+                None
             }
         } else {
             i += 1;
@@ -789,9 +851,10 @@ pub(crate) fn run(workspace_root: &Path) -> Result<()> {
     let violations = check(&model);
     if violations.is_empty() {
         println!(
-            "tidy: {} workspace members and {} HTTP resource module files checked, no violations",
+            "tidy: {} workspace members, {} HTTP resource module files and {} wiring files checked, no violations",
             model.members.len(),
-            model.api_sources.len()
+            model.api_sources.len(),
+            model.wiring_sources.len()
         );
         return Ok(());
     }
@@ -854,6 +917,13 @@ mod tests {
         assert!(
             model.api_sources.iter().any(|s| s.module == "followups"),
             "the model sees the HTTP resource modules"
+        );
+        assert!(
+            model
+                .wiring_sources
+                .iter()
+                .any(|s| s.path.ends_with("/followups.rs")),
+            "the model sees the wiring"
         );
         let violations = check(&model);
         let report: Vec<String> = violations.iter().map(ToString::to_string).collect();
@@ -1117,6 +1187,26 @@ mod tests {
         assert_eq!(
             named("mod tests {\n    fn f() { let x = 1; }\n    use super::super::mails;\n}"),
             ["3:mails"]
+        );
+    }
+
+    #[test]
+    fn the_wiring_does_not_name_the_http_layer() {
+        let mut model = workspace_model();
+        let followups = model
+            .wiring_sources
+            .iter_mut()
+            .find(|s| s.path.ends_with("/followups.rs"))
+            .expect("crates/app/src/followups.rs is wiring");
+        // `super` of a module of the crate root is the root; of its tests module, the module.
+        followups.text.push_str(
+            "\nmod tests {\n    use super::*;\n}\nfn f() { super::api::common::not_configured(); }\n",
+        );
+        let line = followups.text.lines().count();
+        let path = followups.path.clone();
+        assert_eq!(
+            check(&model),
+            [Violation::WiringImportsApi { file: path, line }]
         );
     }
 
