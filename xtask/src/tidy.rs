@@ -7,10 +7,17 @@
 //!    declared once, in the root `[workspace.dependencies]`;
 //! 3. the domain crates (kernel, territory, leads, followup) know nothing about SQL, HTTP,
 //!    Prometheus or a runtime: their direct normal dependencies come from an allow-list of pure
-//!    crates, and their transitive normal closure holds none of the deny-listed crates.
+//!    crates, and their transitive normal closure holds none of the deny-listed crates;
+//! 4. the app's HTTP resource modules (`crates/app/src/api/*`) don't import each other: a module
+//!    there names nothing of `crate::api` but itself and the shared [`API_SHARED`] modules, which
+//!    name no resource module (a source scan of the `crate::…` and `super::…` paths in code,
+//!    comments and literals ignored); and the app's other modules — the wiring the handlers
+//!    call — don't name `crate::api` at all, but for [`API_USERS`] (the crate root and the route
+//!    table, which register the routes, and the OpenAPI document, which lists them).
 //!
-//! The check runs on a small model of its own ([`Model`]) extracted from `cargo metadata` and the
-//! members' manifests, so tests can inject a violation without touching a real manifest.
+//! The check runs on a small model of its own ([`Model`]) extracted from `cargo metadata`, the
+//! members' manifests and the API modules' sources, so tests can inject a violation without
+//! touching a real manifest or source file.
 //! `cargo deny check bans` enforces the same rule from the other side (`deny.toml` wrappers).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -64,6 +71,16 @@ const DOMAIN_DENIED_TRANSITIVE: &[&str] = &[
     "lettre",
 ];
 
+/// The app's HTTP layer, relative to the workspace root: one module per resource (STYLE.md, "The
+/// HTTP contract"), `mod.rs` declaring them.
+pub(crate) const API_DIR: &str = "crates/app/src/api";
+
+/// Modules of [`API_DIR`] that every resource module may import (they import no resource module).
+pub(crate) const API_SHARED: &[&str] = &["common"];
+
+/// The files of `crates/app/src` outside [`API_DIR`] that may name `crate::api`.
+pub(crate) const API_USERS: &[&str] = &["lib.rs", "openapi.rs", "routes.rs"];
+
 /// The kind of a dependency edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
@@ -102,12 +119,39 @@ pub(crate) struct ManifestFacts {
     pub(crate) not_inherited: Vec<(String, String)>,
 }
 
-/// The input of [`check`]: workspace members plus the resolved graph (all features enabled).
+/// One source file of a module under [`API_DIR`].
+#[derive(Debug, Clone)]
+pub(crate) struct ApiSource {
+    /// The module directly under `crate::api` the file belongs to (`followups` for
+    /// `api/followups.rs`, `api/leads/mod.rs` and `api/leads/query.rs`).
+    pub(crate) module: String,
+    /// For messages only.
+    pub(crate) path: String,
+    /// How many `super::` lead from the file's module to `crate::api` (1 for `api/x.rs` and
+    /// `api/x/mod.rs`, 2 for `api/x/y.rs`).
+    pub(crate) depth: usize,
+    pub(crate) text: String,
+}
+
+/// The input of [`check`]: workspace members plus the resolved graph (all features enabled),
+/// and the sources of the app's HTTP resource modules.
 #[derive(Debug, Clone)]
 pub(crate) struct Model {
     pub(crate) members: Vec<Member>,
     /// Every package of the resolve, by package id.
     pub(crate) packages: BTreeMap<String, Package>,
+    /// The files under [`API_DIR`] but its `mod.rs`.
+    pub(crate) api_sources: Vec<ApiSource>,
+    /// The other files directly in `crates/app/src` but [`API_USERS`].
+    pub(crate) wiring_sources: Vec<WiringSource>,
+}
+
+/// One file directly in `crates/app/src`: a module of the crate root.
+#[derive(Debug, Clone)]
+pub(crate) struct WiringSource {
+    /// For messages only.
+    pub(crate) path: String,
+    pub(crate) text: String,
 }
 
 /// One broken invariant.
@@ -135,6 +179,18 @@ pub(crate) enum Violation {
         dependency: String,
         /// `krate → … → dependency`, with versions.
         path: Vec<String>,
+    },
+    ApiModuleImportsAnother {
+        /// The importing module under `crate::api`.
+        module: String,
+        file: String,
+        line: usize,
+        /// What it names below `crate::api` (`api` itself for `crate::api`, `*` for a glob).
+        other: String,
+    },
+    WiringImportsApi {
+        file: String,
+        line: usize,
     },
 }
 
@@ -173,6 +229,22 @@ impl fmt::Display for Violation {
                 "{krate}: domain crate pulls in `{dependency}` through normal dependencies: {}",
                 path.join(" → ")
             ),
+            Violation::ApiModuleImportsAnother {
+                module,
+                file,
+                line,
+                other,
+            } => write!(
+                f,
+                "{file}:{line}: the HTTP resource module `crate::api::{module}` names \
+                 `crate::api::{other}`; resource modules don't import each other (put what they \
+                 share into one of {API_SHARED:?}, which import no resource module)"
+            ),
+            Violation::WiringImportsApi { file, line } => write!(
+                f,
+                "{file}:{line}: names `crate::api`; the app's wiring does not import the HTTP \
+                 layer (only {API_USERS:?} register or list its routes)"
+            ),
         }
     }
 }
@@ -184,7 +256,78 @@ pub(crate) fn load(workspace_root: &Path) -> Result<Model> {
         .features(CargoOpt::AllFeatures)
         .exec()
         .context("running `cargo metadata`")?;
-    Model::from_metadata(&metadata)
+    let mut model = Model::from_metadata(&metadata)?;
+    model.api_sources = read_api_sources(workspace_root)?;
+    model.wiring_sources = read_wiring_sources(workspace_root)?;
+    Ok(model)
+}
+
+/// Reads the `.rs` files of `crates/app/src` (not below it) but [`API_USERS`].
+pub(crate) fn read_wiring_sources(workspace_root: &Path) -> Result<Vec<WiringSource>> {
+    let dir = workspace_root.join("crates/app/src");
+    let mut out = Vec::new();
+    let mut entries = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<Vec<_>>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !path.is_file() || !name.ends_with(".rs") || API_USERS.contains(&name.as_str()) {
+            continue;
+        }
+        out.push(WiringSource {
+            path: path.display().to_string(),
+            text: std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads every `.rs` file under [`API_DIR`] but its `mod.rs` (none when the directory is absent).
+pub(crate) fn read_api_sources(workspace_root: &Path) -> Result<Vec<ApiSource>> {
+    fn walk(dir: &Path, below: &[String], out: &mut Vec<ApiSource>) -> Result<()> {
+        let mut entries = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
+            .collect::<std::io::Result<Vec<_>>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let mut components = below.to_vec();
+            components.push(name.clone());
+            if path.is_dir() {
+                walk(&path, &components, out)?;
+                continue;
+            }
+            let Some(stem) = name.strip_suffix(".rs") else {
+                continue;
+            };
+            if components.len() == 1 && stem == "mod" {
+                continue;
+            }
+            let module = if components.len() == 1 {
+                stem.to_owned()
+            } else {
+                components[0].clone()
+            };
+            out.push(ApiSource {
+                module,
+                path: path.display().to_string(),
+                depth: components.len() - usize::from(stem == "mod"),
+                text: std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            });
+        }
+        Ok(())
+    }
+    let dir = workspace_root.join(API_DIR);
+    let mut out = Vec::new();
+    if dir.is_dir() {
+        walk(&dir, &[], &mut out)?;
+    }
+    Ok(out)
 }
 
 impl Model {
@@ -251,7 +394,12 @@ impl Model {
             });
         }
         members.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(Model { members, packages })
+        Ok(Model {
+            members,
+            packages,
+            api_sources: Vec::new(),
+            wiring_sources: Vec::new(),
+        })
     }
 }
 
@@ -327,7 +475,296 @@ pub(crate) fn check(model: &Model) -> Vec<Violation> {
             check_domain(model, member, &mut violations);
         }
     }
+    for source in &model.api_sources {
+        check_api_source(source, &mut violations);
+    }
+    for source in &model.wiring_sources {
+        for (line, _) in api_paths(&source.text, None) {
+            violations.push(Violation::WiringImportsApi {
+                file: source.path.clone(),
+                line,
+            });
+        }
+    }
     violations
+}
+
+/// Reports every path in `source` that leads into `crate::api` and names something but the
+/// file's own module and the shared ones.
+fn check_api_source(source: &ApiSource, violations: &mut Vec<Violation>) {
+    for (line, path) in api_paths(&source.text, Some(source.depth)) {
+        let other = match path.first().map(String::as_str) {
+            None => "api",
+            Some(first) => first,
+        };
+        if other == source.module || API_SHARED.contains(&other) {
+            continue;
+        }
+        violations.push(Violation::ApiModuleImportsAnother {
+            module: source.module.clone(),
+            file: source.path.clone(),
+            line,
+            other: other.to_owned(),
+        });
+    }
+}
+
+/// Every path of `text` (comments and literals blanked) that leads into `crate::api`, as its segments below
+/// `crate::api` with the line it starts on: `crate::api::x::y`, `crate::{api::x, …}`, use groups
+/// expanded, and `super::…` from a file `below_api` modules below `crate::api` (`None`: a module
+/// of the crate root).
+fn api_paths(text: &str, below_api: Option<usize>) -> Vec<(usize, Vec<String>)> {
+    let chars = code_only(text);
+    let line_at = |i: usize| 1 + chars[..i].iter().filter(|c| **c == '\n').count();
+    let mut out = Vec::new();
+    // The open braces; `true` for the body of an inline `mod name { … }`, in which `super` is
+    // one module further from `crate::api`.
+    let mut braces: Vec<bool> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let at_word = i == 0 || !is_ident(chars[i - 1]);
+        let start = i;
+        match chars[i] {
+            '{' => braces.push(inline_mod_before(&chars, i)),
+            '}' => {
+                braces.pop();
+            }
+            _ => {}
+        }
+        let inline = braces.iter().filter(|m| **m).count();
+        let to_api = below_api.map(|d| d + inline);
+        let to_root = below_api.map_or(1, |d| d + 1) + inline;
+        // The segments that lead to the crate root (`crate::`, or `super::` × `to_root`) or to
+        // `crate::api` (`super::` × `to_api`).
+        let prefix: Option<Vec<String>> = if at_word && starts_with(&chars, i, "crate::") {
+            i += "crate::".len();
+            Some(Vec::new())
+        } else if at_word && starts_with(&chars, i, "super::") {
+            let mut hops = 0;
+            while starts_with(&chars, i, "super::") {
+                hops += 1;
+                i += "super::".len();
+            }
+            if Some(hops) == to_api {
+                Some(vec!["api".to_owned()])
+            } else if hops == to_root {
+                Some(Vec::new())
+            } else {
+                None
+            }
+        } else {
+            i += 1;
+            None
+        };
+        let Some(prefix) = prefix else { continue };
+        let (paths, end) = use_tree(&chars, i);
+        i = end.max(i);
+        for path in paths {
+            let full: Vec<String> = prefix.iter().cloned().chain(path).collect();
+            if full.first().map(String::as_str) == Some("api") {
+                out.push((line_at(start), full[1..].to_vec()));
+            }
+        }
+    }
+    out
+}
+
+/// The paths of the use tree (or plain path) starting at `i`: `a::b`, `a::{b, c::d}`, `a::*`.
+/// Returns them and the position after the tree.
+fn use_tree(chars: &[char], mut i: usize) -> (Vec<Vec<String>>, usize) {
+    let skip_ws = |mut i: usize| {
+        while chars.get(i).is_some_and(|c| c.is_whitespace()) {
+            i += 1;
+        }
+        i
+    };
+    let mut segments = Vec::new();
+    loop {
+        i = skip_ws(i);
+        match chars.get(i) {
+            Some('{') => {
+                let mut paths = Vec::new();
+                i += 1;
+                loop {
+                    i = skip_ws(i);
+                    match chars.get(i) {
+                        None => return (paths, i),
+                        Some('}') => return (paths, i + 1),
+                        Some(',') => i += 1,
+                        _ => {
+                            let (inner, end) = use_tree(chars, i);
+                            for path in inner {
+                                paths.push(segments.iter().cloned().chain(path).collect());
+                            }
+                            // Skip `as alias` and anything else up to the next entry.
+                            i = end;
+                            while chars.get(i).is_some_and(|c| *c != ',' && *c != '}') {
+                                i += 1;
+                            }
+                        }
+                    }
+                }
+            }
+            Some('*') => {
+                segments.push("*".to_owned());
+                return (vec![segments], i + 1);
+            }
+            _ => {}
+        }
+        let from = i;
+        while chars.get(i).copied().is_some_and(is_ident) {
+            i += 1;
+        }
+        if i == from {
+            return (vec![segments], i);
+        }
+        segments.push(chars[from..i].iter().collect());
+        let after = skip_ws(i);
+        if starts_with(chars, after, "::") {
+            i = after + 2;
+        } else {
+            return (vec![segments], i);
+        }
+    }
+}
+
+/// Whether the `{` at `open` begins the body of an inline module (`mod name {`).
+fn inline_mod_before(chars: &[char], open: usize) -> bool {
+    let mut i = open;
+    while i > 0 && chars[i - 1].is_whitespace() {
+        i -= 1;
+    }
+    let name_end = i;
+    while i > 0 && is_ident(chars[i - 1]) {
+        i -= 1;
+    }
+    if i == name_end {
+        return false;
+    }
+    let mut j = i;
+    while j > 0 && chars[j - 1].is_whitespace() {
+        j -= 1;
+    }
+    j >= 3 && chars[j - 3..j] == ['m', 'o', 'd'] && (j == 3 || !is_ident(chars[j - 4]))
+}
+
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+fn starts_with(chars: &[char], i: usize, s: &str) -> bool {
+    (i..).zip(s.chars()).all(|(j, c)| chars.get(j) == Some(&c))
+}
+
+/// `text` with its comments (doc comments included) and the contents of its string and char
+/// literals blanked out, lines kept: what is left is code.
+fn code_only(text: &str) -> Vec<char> {
+    let chars: Vec<char> = text.chars().collect();
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut out = Vec::with_capacity(chars.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let rest = &chars[i..];
+        if rest.starts_with(&['/', '/']) {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if rest.starts_with(&['/', '*']) {
+            // Block comments nest.
+            let mut open = 0;
+            while i < chars.len() {
+                if chars[i..].starts_with(&['/', '*']) {
+                    open += 1;
+                    out.extend([' ', ' ']);
+                    i += 2;
+                } else if chars[i..].starts_with(&['*', '/']) {
+                    open -= 1;
+                    out.extend([' ', ' ']);
+                    i += 2;
+                    if open == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if rest[0] == '"' || (rest[0] == 'r' && matches!(rest.get(1), Some('"' | '#'))) {
+            // A string, or a raw string `r#"…"#` (of a byte string the `b` stays, harmlessly).
+            let at_word = i == 0 || !is_ident(chars[i - 1]);
+            let raw = rest[0] == 'r';
+            if raw && !at_word {
+                out.push('r');
+                i += 1;
+                continue;
+            }
+            let hashes = if raw {
+                let h = rest[1..].iter().take_while(|c| **c == '#').count();
+                if rest.get(1 + h) != Some(&'"') {
+                    // `r#ident`, not a string.
+                    out.push('r');
+                    i += 1;
+                    continue;
+                }
+                out.extend(std::iter::repeat_n(' ', 1 + h));
+                i += 1 + h;
+                Some(h)
+            } else {
+                None
+            };
+            out.push(' ');
+            i += 1;
+            while i < chars.len() {
+                let closes_raw =
+                    |h: usize| chars[i + 1..].iter().take(h).filter(|c| **c == '#').count() == h;
+                match (chars[i], hashes) {
+                    ('\\', None) => {
+                        out.push(' ');
+                        if let Some(&c) = chars.get(i + 1) {
+                            out.push(blank(c));
+                        }
+                        i += 2;
+                    }
+                    ('"', None) => {
+                        out.push(' ');
+                        i += 1;
+                        break;
+                    }
+                    ('"', Some(h)) if closes_raw(h) => {
+                        out.extend(std::iter::repeat_n(' ', h + 1));
+                        i += h + 1;
+                        break;
+                    }
+                    (c, _) => {
+                        out.push(blank(c));
+                        i += 1;
+                    }
+                }
+            }
+        } else if rest[0] == '\'' {
+            // A char literal (`'x'`, `'\n'`, `'\u{7b}'`), or a lifetime, which stays.
+            let len = match (rest.get(1), rest.get(2)) {
+                (Some('\\'), _) => rest[2..].iter().position(|c| *c == '\'').map(|p| p + 3),
+                (Some(_), Some('\'')) => Some(3),
+                _ => None,
+            };
+            match len {
+                Some(len) => {
+                    out.extend(std::iter::repeat_n(' ', len));
+                    i += len;
+                }
+                None => {
+                    out.push('\'');
+                    i += 1;
+                }
+            }
+        } else {
+            out.push(rest[0]);
+            i += 1;
+        }
+    }
+    out
 }
 
 fn check_domain(model: &Model, member: &Member, violations: &mut Vec<Violation>) {
@@ -414,8 +851,10 @@ pub(crate) fn run(workspace_root: &Path) -> Result<()> {
     let violations = check(&model);
     if violations.is_empty() {
         println!(
-            "tidy: {} workspace members checked, no violations",
-            model.members.len()
+            "tidy: {} workspace members, {} HTTP resource module files and {} wiring files checked, no violations",
+            model.members.len(),
+            model.api_sources.len(),
+            model.wiring_sources.len()
         );
         return Ok(());
     }
@@ -474,6 +913,17 @@ mod tests {
         assert!(
             model.members.iter().any(|m| m.name == "freshplan-kernel"),
             "the model sees the workspace members"
+        );
+        assert!(
+            model.api_sources.iter().any(|s| s.module == "followups"),
+            "the model sees the HTTP resource modules"
+        );
+        assert!(
+            model
+                .wiring_sources
+                .iter()
+                .any(|s| s.path.ends_with("/followups.rs")),
+            "the model sees the wiring"
         );
         let violations = check(&model);
         let report: Vec<String> = violations.iter().map(ToString::to_string).collect();
@@ -643,6 +1093,180 @@ mod tests {
             table: "dependencies".into(),
             dependency: "tokio".into(),
         }));
+    }
+
+    fn api_source(module: &str, depth: usize, text: &str) -> ApiSource {
+        ApiSource {
+            module: module.to_owned(),
+            path: format!("{API_DIR}/{module}.rs"),
+            depth,
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn reports_an_api_module_that_imports_another() {
+        let mut model = workspace_model();
+        model.api_sources.push(api_source(
+            "followups",
+            1,
+            "//! Runs.\n\nuse crate::api::common::Result;\nuse crate::api::mails::list;\n",
+        ));
+        let violations = check(&model);
+        assert_eq!(
+            violations,
+            [Violation::ApiModuleImportsAnother {
+                module: "followups".into(),
+                file: format!("{API_DIR}/followups.rs"),
+                line: 4,
+                other: "mails".into(),
+            }]
+        );
+        assert!(violations[0].to_string().contains("crate::api::mails"));
+    }
+
+    /// What each spelling of a path into `crate::api` names, from `api/followups.rs`.
+    fn named(text: &str) -> Vec<String> {
+        let mut violations = Vec::new();
+        check_api_source(&api_source("followups", 1, text), &mut violations);
+        violations
+            .into_iter()
+            .map(|v| match v {
+                Violation::ApiModuleImportsAnother { other, line, .. } => format!("{line}:{other}"),
+                other => panic!("unexpected {other}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_spelling_of_a_sibling_import_is_found() {
+        // Allowed: the module itself, the shared module, everything outside `crate::api`.
+        assert!(
+            named(
+                "use crate::api::common::{Result, params};\n\
+                 use crate::api::followups::DEFAULT_RUNS;\n\
+                 use crate::followups::{RunFailed, log_report};\n\
+                 use crate::{AppState, auth::Caller};\n\
+                 use super::common::limit;\n\
+                 use freshplan_api::mails::Mail;\n\
+                 let x = crate::apis::y;\n"
+            )
+            .is_empty()
+        );
+        assert_eq!(named("use crate::api::mails;"), ["1:mails"]);
+        assert_eq!(named("use super::mails::list;"), ["1:mails"]);
+        assert_eq!(named("use super::super::api::events;"), ["1:events"]);
+        assert_eq!(
+            named("use crate::api::{\n    common::params,\n    dashboard::FIGURES_EVENT,\n};"),
+            ["1:dashboard"]
+        );
+        assert_eq!(
+            named("use crate::{AppState, api::{events as feed, common}};"),
+            ["1:events"]
+        );
+        assert_eq!(named("use crate::api::*;"), ["1:*"]);
+        assert_eq!(named("use crate::api;"), ["1:api"]);
+        assert_eq!(named("use crate::api::{self};"), ["1:self"]);
+        assert_eq!(
+            named("fn f() {\n    cfg.route(\"/x\", web::get().to(crate::api :: mails::list));\n}"),
+            ["2:mails"]
+        );
+        // Comments and literals are no imports.
+        assert!(
+            named("// see crate::api::mails\n/* crate::api::events */ /// super::mails").is_empty()
+        );
+        assert!(
+            named(r##"let s = "crate::api::mails"; let r = r#"super::mails"#; let c = '{';"##)
+                .is_empty()
+        );
+        // In an inline module, `super` is the file's module.
+        assert!(
+            named("#[cfg(test)]\nmod tests {\n    use super::*;\n}\nuse super::common::Result;")
+                .is_empty()
+        );
+        assert_eq!(
+            named("mod tests {\n    fn f() { let x = 1; }\n    use super::super::mails;\n}"),
+            ["3:mails"]
+        );
+    }
+
+    #[test]
+    fn the_wiring_does_not_name_the_http_layer() {
+        let mut model = workspace_model();
+        let followups = model
+            .wiring_sources
+            .iter_mut()
+            .find(|s| s.path.ends_with("/followups.rs"))
+            .expect("crates/app/src/followups.rs is wiring");
+        // `super` of a module of the crate root is the root; of its tests module, the module.
+        followups.text.push_str(
+            "\nmod tests {\n    use super::*;\n}\nfn f() { super::api::common::not_configured(); }\n",
+        );
+        let line = followups.text.lines().count();
+        let path = followups.path.clone();
+        assert_eq!(
+            check(&model),
+            [Violation::WiringImportsApi { file: path, line }]
+        );
+    }
+
+    #[test]
+    fn nested_modules_and_the_shared_module_are_held_to_the_same_rule() {
+        let mut violations = Vec::new();
+        // `api/leads/query.rs`: `super` is `api::leads`, `super::super` is `crate::api`.
+        check_api_source(
+            &api_source(
+                "leads",
+                2,
+                "use super::parse;\nuse super::super::activities::x;\n",
+            ),
+            &mut violations,
+        );
+        // The shared module imports no resource module.
+        check_api_source(
+            &api_source("common", 1, "use crate::api::mails::MAX_MAILS;\n"),
+            &mut violations,
+        );
+        let named: Vec<(&str, &str)> = violations
+            .iter()
+            .map(|v| match v {
+                Violation::ApiModuleImportsAnother { module, other, .. } => {
+                    (module.as_str(), other.as_str())
+                }
+                other => panic!("unexpected {other}"),
+            })
+            .collect();
+        assert_eq!(named, [("leads", "activities"), ("common", "mails")]);
+    }
+
+    #[test]
+    fn api_sources_are_read_with_their_module_and_depth() {
+        let root = std::env::temp_dir().join(format!("tidy-api-{}", std::process::id()));
+        let api = root.join(API_DIR);
+        std::fs::create_dir_all(api.join("leads")).unwrap();
+        for (file, text) in [
+            ("mod.rs", "pub mod leads;"),
+            ("mails.rs", "//! Mails."),
+            ("leads/mod.rs", "mod query;"),
+            ("leads/query.rs", "//! Query."),
+            ("README.md", "not Rust"),
+        ] {
+            std::fs::write(api.join(file), text).unwrap();
+        }
+        let read = read_api_sources(&root).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        let seen: Vec<(String, usize, String)> = read
+            .into_iter()
+            .map(|s| (s.module, s.depth, s.text))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("leads".to_owned(), 1, "mod query;".to_owned()),
+                ("leads".to_owned(), 2, "//! Query.".to_owned()),
+                ("mails".to_owned(), 1, "//! Mails.".to_owned()),
+            ]
+        );
     }
 
     #[test]

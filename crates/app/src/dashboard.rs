@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 
@@ -41,17 +40,16 @@ pub const REFRESH: Duration = Duration::from_secs(60);
 /// seconds at best, so a query per change would be waste.
 pub const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The answer of `GET /api/dashboard/followup` and each `followup-metrics` message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// The figures of one scope at one instant, as the hub caches and pushes them (the body of
+/// `GET /api/dashboard/followup` and of each `followup-metrics` message is made from it:
+/// `freshplan_api::followups::FollowUpFigures`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// The four figures.
-    #[serde(flatten)]
     pub figures: FollowUpFigures,
-    /// The basis of the scope: `ALL`, `TERRITORIES`, `OWN_LEADS`, `NONE`.
+    /// The basis of the scope.
     pub scope: ScopeKind,
     /// When the figures were computed.
-    #[serde(with = "time::serde::rfc3339")]
     pub generated_at: OffsetDateTime,
 }
 

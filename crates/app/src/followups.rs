@@ -1,70 +1,44 @@
-//! Follow-up automation, mail delivery and the cockpit API, wired (SPEC §6, §8, §9, §10):
-//! the follow-up service on PostgreSQL with the mail templates from the database, its schedule
-//! and the protection sweep's ([`crate::scheduler`]), the SMTP dispatcher ([`crate::mails`]),
-//! the cockpit hub ([`crate::dashboard`]) and their routes ([`configure`]).
+//! Follow-up automation, mail delivery and the cockpit, wired (SPEC §6, §8, §10): the
+//! follow-up service on PostgreSQL with the mail templates from the database, its schedule and
+//! the protection sweep's ([`crate::scheduler`]), the SMTP dispatcher ([`crate::mails`]) and the
+//! cockpit hub ([`crate::dashboard`]). [`Setup`] builds them, [`FollowUps`] is what the handlers
+//! use.
 //!
-//! | route | who |
-//! |---|---|
-//! | `POST /api/followups/run` | admin |
-//! | `GET /api/followups/runs` | admin, manager |
-//! | `GET /api/dashboard/followup`, `…/followup-stream` | admin, manager, viewer, sales (scoped) |
-//! | `GET /api/mails`, `GET /api/mails/{id}`, `POST /api/mails/{id}/requeue` | admin |
-//! | `GET /unsubscribe?token=…` | anyone holding a signed link |
+//! No HTTP here: the routes are `crate::api::{followups, dashboard, mails, unsubscribe}`, which
+//! import this module, never the other way round.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::{StatusCode, header};
-use actix_web::web::Bytes;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::web;
 use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
 
 use freshplan_events_pg::{CommitSignal, EventConsumer};
+use freshplan_followup::RunReport;
 use freshplan_followup::service::{FollowUpConfig, FollowUpService, RunError};
 use freshplan_followup::unsubscribe::{DEVELOPMENT_SECRET, validate_secret};
-use freshplan_followup::{RunReport, Scope};
 use freshplan_kernel::UuidV7Generator;
-use freshplan_kernel::{Actor, Clock, CloudEvent, IdGenerator as _, Role, TerritoryId};
-use freshplan_mail_smtp::SmtpTransport;
-use freshplan_mail_smtp::{Dispatcher, DispatcherConfig, Mailbox, PgMailOutbox, Sender};
+use freshplan_kernel::{Clock, CloudEvent, IdGenerator as _};
+use freshplan_mail_smtp::PgMailOutbox;
 use freshplan_metrics_prometheus::Metrics;
 use freshplan_store_postgres::followup::ExclusiveRun;
 use freshplan_store_postgres::{AfterCommit, PgFollowUpStore, PgLeadStore};
 
 use crate::AppState;
-use crate::auth::Caller;
 use crate::config::Config;
 use crate::dashboard::{DashboardConsumer, DashboardHub};
-use crate::problem::Problem;
-use crate::scheduler::{Background, closed, parse_cron, spawn_cron};
-use crate::sse;
-
-type Result<T> = std::result::Result<T, Problem>;
+use crate::mails::{MailDispatcher, dispatcher};
+use crate::scheduler::{Background, parse_cron, spawn_cron};
 
 /// The follow-up service as wired (its clock: [`crate::config::FollowUpClock`]).
 pub type FollowUpSvc = FollowUpService<PgFollowUpStore, Arc<dyn Clock>, UuidV7Generator>;
-
-/// The mail dispatcher as wired: on the follow-up clock, which queues the mails (a mail is due
-/// at its queue time, so the dispatcher and a requeue must see the same "now").
-pub type MailDispatcher = Dispatcher<SmtpTransport, Arc<dyn Clock>>;
 
 /// The language of the mail templates read at start-up (both territories write German).
 pub const TEMPLATE_LANGUAGE: &str = "de";
 
 /// Leads per transaction of the protection sweep.
 pub const SWEEP_BATCH: u32 = 200;
-
-/// The SMTP command timeout of the dispatcher.
-pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The SSE event name of the cockpit stream (SPEC §8; `assets/cockpit.js` listens for it).
-pub const FIGURES_EVENT: &str = "followup-metrics";
-
-/// `limit` of `GET /api/followups/runs` when none is given, and its maximum.
-pub const DEFAULT_RUNS: u32 = 20;
-/// The largest `limit` of `GET /api/followups/runs`.
-pub const MAX_RUNS: u32 = 100;
 
 /// The module label of follow-up events in `freshplan_events_published_total`.
 const MODULE_FOLLOWUP: &str = "followup";
@@ -222,7 +196,8 @@ impl FollowUps {
     }
 }
 
-fn log_report(report: &RunReport) {
+/// Logs a finished run.
+pub(crate) fn log_report(report: &RunReport) {
     tracing::info!(
         run_id = %report.run_id,
         t3 = report.t3_count,
@@ -232,7 +207,8 @@ fn log_report(report: &RunReport) {
     );
 }
 
-fn log_failure(failure: &RunError) {
+/// Logs a failed run with its cause chain.
+pub(crate) fn log_failure(failure: &RunError) {
     tracing::error!(
         run_id = %failure.report.run_id,
         processed = failure.report.processed(),
@@ -301,43 +277,6 @@ pub fn mail_settings(config: &Config) -> anyhow::Result<Option<(Vec<u8>, String)
         })?;
     let base = format!("{}/unsubscribe", parsed.as_str().trim_end_matches('/'));
     Ok(Some((secret, base)))
-}
-
-/// The mail dispatcher of a configuration; `None` without `FRESHPLAN_SMTP_URL`.
-fn dispatcher(
-    config: &Config,
-    outbox: &PgMailOutbox,
-    clock: Arc<dyn Clock>,
-) -> anyhow::Result<Option<MailDispatcher>> {
-    let Some(url) = &config.smtp_url else {
-        return Ok(None);
-    };
-    let mailbox = |name: &str, value: &str| -> anyhow::Result<Mailbox> {
-        value
-            .parse::<Mailbox>()
-            .with_context(|| format!("{name}={value:?}: expected `Name <address>` or an address"))
-    };
-    let from = config
-        .mail_from
-        .as_deref()
-        .context("FRESHPLAN_SMTP_URL is set, so FRESHPLAN_MAIL_FROM (the sender) must be too")?;
-    let sender = Sender::new(
-        mailbox("FRESHPLAN_MAIL_FROM", from)?,
-        config
-            .mail_reply_to
-            .as_deref()
-            .map(|r| mailbox("FRESHPLAN_MAIL_REPLY_TO", r))
-            .transpose()?,
-    );
-    // The URL may carry credentials: never repeat it in a message.
-    let transport = SmtpTransport::from_url(url, SMTP_TIMEOUT)
-        .context("FRESHPLAN_SMTP_URL is not a valid SMTP URL (smtp://host:port, smtps://…)")?;
-    Ok(Some(Dispatcher::new(
-        outbox.clone(),
-        transport,
-        clock,
-        DispatcherConfig::new(sender),
-    )))
 }
 
 /// What [`crate::start`] builds before the server starts; [`Setup::start`] starts its
@@ -496,474 +435,5 @@ async fn sweep(state: &AppState) {
         ),
         Ok(_) => tracing::debug!("protection sweep: nothing due"),
         Err(e) => tracing::warn!(error = %chain(&e), "protection sweep failed; next tick retries"),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Query parameters
-// ---------------------------------------------------------------------------------------------
-
-/// The query's parameters, each at most once and all of them in `allowed` (SPEC §9: anything
-/// else is 400).
-pub(crate) fn params(query: &str, allowed: &[&str]) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
-        if !allowed.contains(&k.as_ref()) {
-            return Err(Problem::bad_field(&k, "unknown query parameter"));
-        }
-        if out.iter().any(|(seen, _)| *seen == k) {
-            return Err(Problem::bad_field(&k, "given more than once"));
-        }
-        out.push((k.into_owned(), v.into_owned()));
-    }
-    Ok(out)
-}
-
-/// A number parameter in `1..=max`.
-pub(crate) fn limit(name: &str, value: &str, max: u32) -> Result<u32> {
-    value
-        .parse::<u32>()
-        .ok()
-        .filter(|n| (1..=max).contains(n))
-        .ok_or_else(|| Problem::bad_field(name, format!("must be between 1 and {max}")))
-}
-
-/// The optional `territory` filter of the dashboard endpoints: `DE` or `CH`, else 400.
-fn territory_filter(query: &str) -> Result<Option<TerritoryId>> {
-    params(query, &["territory"])?
-        .into_iter()
-        .next()
-        .map(|(_, v)| {
-            v.parse::<TerritoryId>().map_err(|_| {
-                Problem::bad_field("territory", format!("unknown territory {v:?}; DE or CH"))
-            })
-        })
-        .transpose()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Handlers
-// ---------------------------------------------------------------------------------------------
-
-fn require_admin(actor: &Actor, what: &str) -> Result<()> {
-    if actor.has_role(Role::Admin) {
-        Ok(())
-    } else {
-        Err(Problem::forbidden(format!("{what} is for admins.")))
-    }
-}
-
-/// `POST /api/followups/run`
-#[utoipa::path(post, path = "/api/followups/run", tag = "followups", security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The run report: T+3/T+7 SENT counts, SKIPPED in `skippedCount`", body = schema::RunReport),
-        (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 409, description = "Another run (on any replica) holds the cluster-wide lock", body = Problem),
-        (status = 500, description = "The run failed after committing what `runId` names (see GET /api/followups/runs)", body = Problem),
-        (status = 503, description = "Follow-up mail is not configured on this replica", body = Problem)))]
-pub async fn run(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse> {
-    require_admin(&caller.0, "Triggering a follow-up run")?;
-    match state.followups.run().await {
-        Ok(ExclusiveRun::Busy) => Err(Problem::new(
-            StatusCode::CONFLICT,
-            "followup-run-in-progress",
-            "Another follow-up run holds the cluster-wide lock; try again when it has finished.",
-        )),
-        Ok(ExclusiveRun::Finished(Ok(report))) => {
-            log_report(&report);
-            Ok(HttpResponse::Ok()
-                .insert_header((header::CACHE_CONTROL, "no-store"))
-                .json(report))
-        }
-        Ok(ExclusiveRun::Finished(Err(failure))) => {
-            // Logged once, with the cause chain; the body stays opaque but names the run.
-            log_failure(&failure);
-            let mut problem = Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "The follow-up run failed; what it committed before is recorded under runId.",
-            );
-            let mut extra = serde_json::Map::new();
-            extra.insert("runId".into(), failure.report.run_id.to_string().into());
-            problem.extra = Some(extra);
-            Err(problem)
-        }
-        Err(RunFailed::NotConfigured) => Err(not_configured()),
-        Err(e @ RunFailed::Store(_)) => Err(Problem::internal(&e)),
-    }
-}
-
-pub(crate) fn not_configured() -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "followups-not-configured",
-        "Follow-up mail is not configured on this service (FRESHPLAN_UNSUBSCRIBE_SECRET).",
-    )
-}
-
-/// The body of `GET /api/followups/runs`.
-#[derive(serde::Serialize)]
-struct Runs {
-    runs: Vec<freshplan_store_postgres::RunRecord>,
-}
-
-/// `GET /api/followups/runs`
-#[utoipa::path(get, path = "/api/followups/runs", tag = "followups", security(("bearer" = [])),
-    params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many runs (default 20)")),
-    responses(
-        (status = 200, description = "The latest runs, newest first", body = schema::RunList),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn runs(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> Result<HttpResponse> {
-    let actor = &caller.0;
-    if !(actor.has_role(Role::Admin) || actor.has_role(Role::Manager)) {
-        return Err(Problem::forbidden(
-            "The follow-up run log is for admins and managers.",
-        ));
-    }
-    let mut n = DEFAULT_RUNS;
-    for (k, v) in params(req.query_string(), &["limit"])? {
-        if k == "limit" {
-            n = limit("limit", &v, MAX_RUNS)?;
-        }
-    }
-    let runs = state
-        .followups
-        .store()
-        .runs(actor, n)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(Runs { runs }))
-}
-
-/// The dashboard is for the roles SPEC §2 gives a scope; others (service, no role) are 403.
-fn require_dashboard(actor: &Actor) -> Result<()> {
-    if Scope::for_actor(actor, None).kind() == freshplan_followup::cockpit::ScopeKind::None {
-        Err(Problem::forbidden(
-            "The follow-up dashboard is for the admin, manager, viewer and sales roles.",
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// `GET /api/dashboard/followup`
-#[utoipa::path(get, path = "/api/dashboard/followup", tag = "cockpit", security(("bearer" = [])),
-    params(("territory" = Option<String>, Query, description = "DE or CH: narrow the caller's scope to one territory (outside the caller's territories: all figures 0)")),
-    responses(
-        (status = 200, description = "The cockpit figures of the caller's scope (admin: all; manager, viewer: own territories; sales: own leads)", body = schema::FollowUpFigures),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn figures(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> Result<HttpResponse> {
-    let territory = territory_filter(req.query_string())?;
-    require_dashboard(&caller.0)?;
-    let snapshot = state
-        .followups
-        .hub()
-        .current(&caller.0, territory)
-        .await
-        .map_err(|e| Problem::internal(AsRef::<dyn std::error::Error>::as_ref(&e)))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(&*snapshot))
-}
-
-/// `GET /api/dashboard/followup-stream`
-#[utoipa::path(get, path = "/api/dashboard/followup-stream", tag = "cockpit", security(("bearer" = [])),
-    params(("territory" = Option<String>, Query, description = "DE or CH, as for GET /api/dashboard/followup")),
-    responses(
-        (status = 200, description = "`text/event-stream`: a `: open` comment, then `event: followup-metrics` messages whose `data:` is the JSON of GET /api/dashboard/followup — once on connect, then whenever the scope's figures change; a `: keep-alive` comment after 15 s of quiet. Ends when the server stops", content_type = "text/event-stream", body = schema::FollowUpFigures),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn figures_stream(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> Result<HttpResponse> {
-    let territory = territory_filter(req.query_string())?;
-    require_dashboard(&caller.0)?;
-    let rx = state
-        .followups
-        .hub()
-        .subscribe(&caller.0, territory)
-        .await
-        .map_err(|e| Problem::internal(AsRef::<dyn std::error::Error>::as_ref(&e)))?;
-    let figures = FiguresStream {
-        rx,
-        closing: state.closing.clone(),
-        first: true,
-    };
-    let opened = futures_util::stream::once(std::future::ready(sse::comment("open")));
-    let messages = futures_util::stream::unfold(figures, |mut f| async move {
-        let message = f.next().await?;
-        Some((message, f))
-    });
-    let body = futures_util::StreamExt::chain(opened, messages);
-    // Ends at the token's expiry (ADR 0010).
-    let expires_at = caller.expires_at();
-    Ok(sse::response_until(
-        Box::pin(body),
-        state.sse_keep_alive,
-        expires_at,
-    ))
-}
-
-/// One cockpit stream client: its scope's snapshots.
-struct FiguresStream {
-    rx: watch::Receiver<Option<Arc<crate::dashboard::Snapshot>>>,
-    closing: watch::Receiver<bool>,
-    first: bool,
-}
-
-impl FiguresStream {
-    /// The next `followup-metrics` message: the current snapshot at first, then each change;
-    /// `None` ends the stream (the server stops).
-    async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            if *self.closing.borrow() {
-                return None;
-            }
-            if !std::mem::take(&mut self.first) {
-                tokio::select! {
-                    biased;
-                    () = closed(&mut self.closing) => return None,
-                    changed = self.rx.changed() => changed.ok()?,
-                }
-            }
-            let snapshot = self.rx.borrow_and_update().clone();
-            if let Some(snapshot) = snapshot {
-                match serde_json::to_string(&*snapshot) {
-                    Ok(json) => return Some(sse::frame(Some(FIGURES_EVENT), None, &json)),
-                    Err(error) => {
-                        tracing::error!(%error, "encoding cockpit figures");
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Registers the follow-up, cockpit, mail and unsubscribe routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/followups/run", web::post().to(run))
-        .route("/api/followups/runs", web::get().to(runs))
-        .route("/api/dashboard/followup", web::get().to(figures))
-        .route(
-            "/api/dashboard/followup-stream",
-            web::get().to(figures_stream),
-        )
-        .route("/api/mails", web::get().to(crate::mails::list))
-        .route("/api/mails/{id}", web::get().to(crate::mails::get))
-        .route(
-            "/api/mails/{id}/requeue",
-            web::post().to(crate::mails::requeue),
-        )
-        .route(
-            "/unsubscribe",
-            web::get().to(crate::unsubscribe::unsubscribe),
-        );
-}
-
-/// OpenAPI schemas of the follow-up, cockpit and mail bodies (they document; the bodies are
-/// written by the domain and adapter types named in each).
-pub mod schema {
-    use time::OffsetDateTime;
-    use utoipa::ToSchema;
-    use uuid::Uuid;
-
-    /// A follow-up run (`freshplan_followup::RunReport`).
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct RunReport {
-        /// The run id.
-        pub run_id: Uuid,
-        /// T+3 follow-ups SENT.
-        pub t3_count: u32,
-        /// T+7 follow-ups SENT.
-        pub t7_count: u32,
-        /// Follow-ups SKIPPED (both stages).
-        pub skipped_count: u32,
-        /// When the run started.
-        pub started_at: OffsetDateTime,
-        /// When it finished.
-        pub finished_at: OffsetDateTime,
-    }
-
-    /// How a recorded run ended.
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "SCREAMING_SNAKE_CASE")]
-    pub enum RunOutcome {
-        /// Nothing processable was left.
-        Completed,
-        /// A batch failed; the counts are what committed before.
-        Failed,
-    }
-
-    /// A row of the run log (`freshplan_store_postgres::RunRecord`).
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct RunRecord {
-        /// The run id.
-        pub run_id: Uuid,
-        /// T+3 follow-ups SENT.
-        pub t3_count: u32,
-        /// T+7 follow-ups SENT.
-        pub t7_count: u32,
-        /// Follow-ups SKIPPED.
-        pub skipped_count: u32,
-        /// When the run started.
-        pub started_at: OffsetDateTime,
-        /// When it finished.
-        pub finished_at: OffsetDateTime,
-        /// Completed or failed.
-        pub outcome: RunOutcome,
-        /// For a failed run: why.
-        pub error: Option<String>,
-    }
-
-    /// `GET /api/followups/runs`.
-    #[derive(Debug, ToSchema)]
-    pub struct RunList {
-        /// Newest first.
-        pub runs: Vec<RunRecord>,
-    }
-
-    /// On what basis the figures' scope was granted.
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "SCREAMING_SNAKE_CASE")]
-    pub enum ScopeKind {
-        /// Admin: every lead.
-        All,
-        /// Manager or viewer: the own territories.
-        Territories,
-        /// Sales: the own leads.
-        OwnLeads,
-        /// Nothing.
-        None,
-    }
-
-    /// The cockpit figures (`crate::dashboard::Snapshot`, SPEC §8).
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct FollowUpFigures {
-        /// Open leads (REGISTERED/ACTIVE, clock running) without a T+3 record.
-        #[schema(rename = "pendingT3")]
-        pub pending_t3: u64,
-        /// Open leads with T+3 processed and no T+7 record.
-        #[schema(rename = "pendingT7")]
-        pub pending_t7: u64,
-        /// Follow-ups SENT since local midnight, Europe/Berlin.
-        pub sent_today: u64,
-        /// Percent (one decimal) of leads with a SENT follow-up that are now CONVERTED.
-        pub conversion_rate: f64,
-        /// The basis of the scope.
-        pub scope: ScopeKind,
-        /// When the figures were computed.
-        pub generated_at: OffsetDateTime,
-    }
-
-    /// A mail's delivery state.
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "SCREAMING_SNAKE_CASE")]
-    pub enum MailStatus {
-        /// Waiting for (another) attempt.
-        Queued,
-        /// Handed to the SMTP server.
-        Sent,
-        /// Given up (or withdrawn by an unsubscribe); `lastError` says why.
-        Dead,
-    }
-
-    /// A follow-up stage.
-    #[derive(Debug, ToSchema)]
-    pub enum Stage {
-        /// The T+3 sample offer.
-        T3,
-        /// The T+7 bulk-order offer.
-        T7,
-    }
-
-    /// A mail of the outbox without its bodies (`freshplan_mail_smtp::MailSummary`).
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct MailSummary {
-        /// The mail id.
-        pub id: Uuid,
-        /// The lead.
-        pub lead_id: Uuid,
-        /// The lead's territory (`DE`, `CH`).
-        pub territory: String,
-        /// The follow-up stage.
-        pub stage: Stage,
-        /// The recipient.
-        pub recipient: String,
-        /// The subject line.
-        pub subject: String,
-        /// The delivery state.
-        pub status: MailStatus,
-        /// Attempts so far.
-        pub attempts: u32,
-        /// When the next attempt is due (QUEUED).
-        pub next_attempt_at: OffsetDateTime,
-        /// The last failure.
-        pub last_error: Option<String>,
-        /// When it was queued.
-        pub created_at: OffsetDateTime,
-        /// When it was sent.
-        pub sent_at: Option<OffsetDateTime>,
-    }
-
-    /// One mail with its bodies (`freshplan_mail_smtp::MailRecord`).
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct Mail {
-        /// The mail id.
-        pub id: Uuid,
-        /// The lead.
-        pub lead_id: Uuid,
-        /// The lead's territory (`DE`, `CH`).
-        pub territory: String,
-        /// The follow-up stage.
-        pub stage: Stage,
-        /// The recipient.
-        pub recipient: String,
-        /// The subject line.
-        pub subject: String,
-        /// The delivery state.
-        pub status: MailStatus,
-        /// Attempts so far.
-        pub attempts: u32,
-        /// When the next attempt is due (QUEUED).
-        pub next_attempt_at: OffsetDateTime,
-        /// The last failure.
-        pub last_error: Option<String>,
-        /// When it was queued.
-        pub created_at: OffsetDateTime,
-        /// When it was sent.
-        pub sent_at: Option<OffsetDateTime>,
-        /// The HTML body.
-        pub html: String,
-        /// The plain-text body.
-        pub text: String,
-        /// The signed unsubscribe link.
-        pub unsubscribe_url: String,
-    }
-
-    /// `GET /api/mails`.
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct MailPage {
-        /// Newest first.
-        pub mails: Vec<MailSummary>,
-        /// Pass it as `after` for the next page; `null` on the last. Opaque.
-        pub next_cursor: Option<String>,
     }
 }

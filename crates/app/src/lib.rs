@@ -12,7 +12,6 @@ pub mod cockpit;
 pub mod config;
 pub mod dashboard;
 pub mod events;
-pub mod feed;
 pub mod followups;
 pub mod http;
 pub mod mails;
@@ -22,7 +21,6 @@ pub mod problem;
 pub mod routes;
 pub mod scheduler;
 pub mod sse;
-pub mod unsubscribe;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -134,7 +132,6 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
             .wrap(middleware::from_fn(http::refuse_nul_in_query))
             .wrap(middleware::from_fn(request_id))
             .configure(routes::configure)
-            .configure(followups::configure)
             .configure(cockpit::configure)
             .default_service(web::to(routes::fallback))
     })

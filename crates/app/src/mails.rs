@@ -1,5 +1,5 @@
-//! The mail outbox (SPEC §6): this replica's dispatcher loop, and the admin API over the outbox
-//! (`GET /api/mails`, `GET /api/mails/{id}`, `POST /api/mails/{id}/requeue`).
+//! Mail delivery of one replica (SPEC §6): the SMTP dispatcher built from the configuration and
+//! its loop. The admin API over the outbox is `crate::api::mails`.
 //!
 //! Delivery is `freshplan-mail-smtp`'s (claim with a lease, send, record; retries with backoff,
 //! `DEAD` after the last attempt); what this module adds is *when*: at start, whenever a follow-up
@@ -9,29 +9,63 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::{StatusCode, header};
-use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Serialize;
+use anyhow::Context as _;
 use tokio::sync::{Notify, watch};
-use uuid::Uuid;
 
-use freshplan_mail_smtp::{MailCursor, MailQuery, MailStatus, MailSummary};
+use freshplan_kernel::Clock;
+use freshplan_mail_smtp::{
+    Dispatcher, DispatcherConfig, Mailbox, PgMailOutbox, Sender, SmtpTransport,
+};
 
-use crate::AppState;
-use crate::auth::Caller;
-use crate::followups::{MailDispatcher, limit, params};
-use crate::problem::Problem;
+use crate::config::Config;
 use crate::scheduler::closed;
 
-type Result<T> = std::result::Result<T, Problem>;
+/// The mail dispatcher as wired: on the follow-up clock, which queues the mails (a mail is due
+/// at its queue time, so the dispatcher and a requeue must see the same "now").
+pub type MailDispatcher = Dispatcher<SmtpTransport, Arc<dyn Clock>>;
+
+/// The SMTP command timeout of the dispatcher.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Batches per drain (each up to the dispatcher's batch size).
 const DRAIN_BATCHES: u32 = 100;
 
-/// `limit` of `GET /api/mails` when none is given.
-pub const DEFAULT_MAILS: u32 = 50;
-/// The largest `limit` of `GET /api/mails`.
-pub const MAX_MAILS: u32 = 500;
+/// The mail dispatcher of a configuration; `None` without `FRESHPLAN_SMTP_URL`.
+pub(crate) fn dispatcher(
+    config: &Config,
+    outbox: &PgMailOutbox,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<MailDispatcher>> {
+    let Some(url) = &config.smtp_url else {
+        return Ok(None);
+    };
+    let mailbox = |name: &str, value: &str| -> anyhow::Result<Mailbox> {
+        value
+            .parse::<Mailbox>()
+            .with_context(|| format!("{name}={value:?}: expected `Name <address>` or an address"))
+    };
+    let from = config
+        .mail_from
+        .as_deref()
+        .context("FRESHPLAN_SMTP_URL is set, so FRESHPLAN_MAIL_FROM (the sender) must be too")?;
+    let sender = Sender::new(
+        mailbox("FRESHPLAN_MAIL_FROM", from)?,
+        config
+            .mail_reply_to
+            .as_deref()
+            .map(|r| mailbox("FRESHPLAN_MAIL_REPLY_TO", r))
+            .transpose()?,
+    );
+    // The URL may carry credentials: never repeat it in a message.
+    let transport = SmtpTransport::from_url(url, SMTP_TIMEOUT)
+        .context("FRESHPLAN_SMTP_URL is not a valid SMTP URL (smtp://host:port, smtps://…)")?;
+    Ok(Some(Dispatcher::new(
+        outbox.clone(),
+        transport,
+        clock,
+        DispatcherConfig::new(sender),
+    )))
+}
 
 /// The dispatcher loop of this replica: drains the outbox, then waits for a wake-up, the poll
 /// interval or `closing` (a batch in flight finishes first).
@@ -65,171 +99,4 @@ pub async fn dispatch(
             () = tokio::time::sleep(poll) => {}
         }
     }
-}
-
-fn require_admin(caller: &Caller) -> Result<()> {
-    if caller.0.has_role(freshplan_kernel::Role::Admin) {
-        Ok(())
-    } else {
-        Err(Problem::forbidden("The mail outbox is for admins."))
-    }
-}
-
-fn mail_id(raw: &str) -> Result<Uuid> {
-    crate::http::path_id(raw)
-}
-
-fn no_mail() -> Problem {
-    Problem::not_found("No mail with this id.")
-}
-
-/// The body of `GET /api/mails`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Page {
-    mails: Vec<MailSummary>,
-    next_cursor: Option<String>,
-}
-
-/// `GET /api/mails`
-#[utoipa::path(get, path = "/api/mails", tag = "mails", security(("bearer" = [])),
-    params(
-        ("status" = Option<String>, Query, description = "QUEUED, SENT or DEAD"),
-        ("leadId" = Option<Uuid>, Query, description = "Only the mails of this lead"),
-        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Mails per page (default 50)"),
-        ("after" = Option<String>, Query, description = "`nextCursor` of the previous page")),
-    responses(
-        (status = 200, description = "Mails newest first, without bodies", body = crate::followups::schema::MailPage),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-pub async fn list(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    caller: Caller,
-) -> Result<HttpResponse> {
-    require_admin(&caller)?;
-    let mut query = MailQuery {
-        limit: DEFAULT_MAILS,
-        ..MailQuery::default()
-    };
-    for (k, v) in params(req.query_string(), &["status", "leadId", "limit", "after"])? {
-        match k.as_str() {
-            "status" => {
-                query.status =
-                    Some(v.parse::<MailStatus>().map_err(|_| {
-                        Problem::bad_field("status", "must be QUEUED, SENT or DEAD")
-                    })?);
-            }
-            "leadId" => {
-                query.lead_id = Some(
-                    Uuid::parse_str(&v)
-                        .map_err(|_| Problem::bad_field("leadId", "must be a UUID"))?,
-                );
-            }
-            "limit" => query.limit = limit("limit", &v, MAX_MAILS)?,
-            _ => {
-                query.after =
-                    Some(v.parse::<MailCursor>().map_err(|_| {
-                        Problem::bad_field("after", "not a cursor this API returned")
-                    })?);
-            }
-        }
-    }
-    let page = state
-        .followups
-        .outbox()
-        .list(&caller.0, &query)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(Page {
-            mails: page.mails,
-            next_cursor: page.next.map(|c| c.to_string()),
-        }))
-}
-
-/// `GET /api/mails/{id}`
-#[utoipa::path(get, path = "/api/mails/{id}", tag = "mails", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
-    responses(
-        (status = 200, description = "The mail with its bodies", body = crate::followups::schema::Mail),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
-pub async fn get(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse> {
-    require_admin(&caller)?;
-    let id = mail_id(&id)?;
-    let mail = state
-        .followups
-        .outbox()
-        .get(&caller.0, id)
-        .await
-        .map_err(|e| Problem::internal(&e))?
-        .ok_or_else(no_mail)?;
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(mail))
-}
-
-/// `POST /api/mails/{id}/requeue`
-#[utoipa::path(post, path = "/api/mails/{id}/requeue", tag = "mails", security(("bearer" = [])),
-    params(("id" = Uuid, Path)),
-    responses(
-        (status = 200, description = "The mail, QUEUED again with its attempts reset and due now", body = crate::followups::schema::Mail),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
-        (status = 409, description = "The mail is not DEAD", body = Problem)))]
-pub async fn requeue(
-    state: web::Data<AppState>,
-    caller: Caller,
-    id: web::Path<String>,
-) -> Result<HttpResponse> {
-    require_admin(&caller)?;
-    let id = mail_id(&id)?;
-    let outbox = state.followups.outbox();
-    let internal = |e: freshplan_mail_smtp::MailError| Problem::internal(&e);
-    let mail = outbox
-        .get(&caller.0, id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(no_mail)?;
-    let not_dead = |status: MailStatus| {
-        Problem::new(
-            StatusCode::CONFLICT,
-            "mail-not-dead",
-            format!("Only DEAD mails can be requeued; this one is {status}."),
-        )
-    };
-    if mail.summary.status != MailStatus::Dead {
-        return Err(not_dead(mail.summary.status));
-    }
-    // A mail withdrawn by an unsubscribe (or whose lead is gone) must never go out after all.
-    let consent = match state.leads.get(&caller.0, mail.summary.lead_id).await {
-        Ok(lead) => lead.data.email_consent,
-        Err(freshplan_leads::LeadError::NotFound) => false,
-        Err(e) => return Err(e.into()),
-    };
-    if !consent {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "no-consent",
-            "The lead has withdrawn its email consent (or was deleted); the mail stays DEAD.",
-        ));
-    }
-    if !outbox
-        .requeue(&caller.0, id, state.followups.clock().now())
-        .await
-        .map_err(internal)?
-    {
-        // Changed between the read and the update (another admin requeued it).
-        return Err(not_dead(MailStatus::Queued));
-    }
-    state.followups.wake_dispatcher();
-    let mail = outbox
-        .get(&caller.0, id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(no_mail)?;
-    Ok(HttpResponse::Ok().json(mail))
 }

@@ -42,13 +42,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Registers the routes of the resource modules in [`crate::api`] and the service's own.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    api::territories::configure(cfg);
-    api::leads::configure(cfg);
-    api::activities::configure(cfg);
-    api::meta::configure(cfg);
-    cfg.route("/api/events", web::get().to(crate::feed::list))
-        .route("/api/events/stream", web::get().to(crate::feed::stream))
-        .route("/api/openapi.json", web::get().to(crate::openapi::openapi))
+    api::configure(cfg);
+    cfg.route("/api/openapi.json", web::get().to(crate::openapi::openapi))
         .route("/metrics", web::get().to(crate::observe::metrics));
 }
 

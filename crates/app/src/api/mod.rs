@@ -1,9 +1,32 @@
-//! The HTTP API, one module per resource: each owns its routes (`configure`), handlers, the
-//! conversion of its bodies (`freshplan_api`) to and from the domain, and its OpenAPI paths.
-//! Resource modules do not import each other; what they share lives in [`crate::http`] and
-//! [`crate::problem`].
+//! The HTTP API, one module per resource. Each owns its routes (`configure`), its handlers, the
+//! conversion of its bodies (`freshplan-api`'s types) to and from the domain, and their OpenAPI
+//! paths (`#[utoipa::path]`, listed in [`crate::openapi`]). The resource modules never import
+//! each other — what several need lives in `common`, [`crate::http`] and [`crate::problem`] —
+//! and the wiring they call (`crate::followups`, `crate::dashboard`, `crate::mails`,
+//! `crate::events`) never imports them (`xtask` tidy checks both rules).
 
 pub mod activities;
+pub(crate) mod common;
+pub mod dashboard;
+pub mod events;
+pub mod followups;
 pub mod leads;
+pub mod mails;
 pub mod meta;
 pub mod territories;
+pub mod unsubscribe;
+
+use actix_web::web;
+
+/// Registers the routes of every resource module.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.configure(territories::configure)
+        .configure(leads::configure)
+        .configure(activities::configure)
+        .configure(meta::configure)
+        .configure(events::configure)
+        .configure(followups::configure)
+        .configure(dashboard::configure)
+        .configure(mails::configure)
+        .configure(unsubscribe::configure);
+}

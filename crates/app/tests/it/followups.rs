@@ -32,7 +32,9 @@ use freshplan_store_postgres::{PgFollowUpStore, PgLeadStore};
 use freshplan_territory::Territory;
 
 use crate::helpers::*;
+use crate::openapi_schema::{assert_conforms, assert_round_trips, response_schema};
 use crate::sse_client::{Item, SseClient};
+use freshplan_api as api;
 use freshplan_mail_smtp::testing::Sink;
 
 // ---------------------------------------------------------------------------------------------
@@ -295,11 +297,6 @@ async fn spawn_replica(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     (app, followups)
-}
-
-/// The property names of an OpenAPI component schema.
-fn schema_keys(doc: &Value, name: &str) -> BTreeSet<String> {
-    keys(&doc["components"]["schemas"][name]["properties"])
 }
 
 async fn openapi(app: &TestApp) -> Value {
@@ -621,14 +618,28 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     assert_eq!(published("lead.followup.skipped.v1"), Some(1.0));
     assert_eq!(published("lead.followup.processed.v1"), Some(3.0));
 
-    // The bodies are what the OpenAPI document says.
+    // The bodies are what the OpenAPI document says, and what their freshplan-api types read
+    // and write.
     let doc = openapi(&app).await;
-    assert_eq!(keys(&first), schema_keys(&doc, "RunReport"));
-    assert!(keys(&runs[0]).is_subset(&schema_keys(&doc, "RunRecord")));
-    assert_eq!(keys(&page), schema_keys(&doc, "MailPage"));
-    assert_eq!(keys(summary), schema_keys(&doc, "MailSummary"));
-    assert_eq!(keys(&mail), schema_keys(&doc, "Mail"));
-    assert_eq!(keys(&log), schema_keys(&doc, "RunList"));
+    let mail_path = format!("/api/mails/{mail_id}");
+    for (method, path, documented, body) in [
+        ("post", "/api/followups/run", "/api/followups/run", &first),
+        ("get", "/api/followups/runs", "/api/followups/runs", &log),
+        ("get", "/api/mails", "/api/mails", &page),
+        ("get", mail_path.as_str(), "/api/mails/{id}", &mail),
+    ] {
+        let what = format!("{method} {path}");
+        assert_conforms(
+            &doc,
+            response_schema(&doc, method, documented, 200),
+            body,
+            &what,
+        );
+    }
+    assert_round_trips::<api::followups::RunReport>(&first, "POST /api/followups/run");
+    assert_round_trips::<api::followups::RunList>(&log, "GET /api/followups/runs");
+    assert_round_trips::<api::mails::MailPage>(&page, "GET /api/mails");
+    assert_round_trips::<api::mails::Mail>(&mail, "GET /api/mails/{id}");
 
     // Unsubscribing withdraws the queued mail: DEAD, and it cannot be requeued.
     let token = link.split_once("token=").unwrap().1.to_owned();
@@ -1034,10 +1045,14 @@ async fn dashboard_figures_follow_the_callers_scope() {
             "generatedAt"
         ])
     );
-    assert_eq!(
-        keys(&f),
-        schema_keys(&openapi(&app).await, "FollowUpFigures")
+    let doc = openapi(&app).await;
+    assert_conforms(
+        &doc,
+        response_schema(&doc, "get", "/api/dashboard/followup", 200),
+        &f,
+        "GET /api/dashboard/followup",
     );
+    assert_round_trips::<api::followups::FollowUpFigures>(&f, "GET /api/dashboard/followup");
 
     // L1's T+3 goes out: it moves from "T+3 pending" to "T+7 pending" and "sent today".
     assert_eq!(counts(&run_ok(&app).await), (1, 0, 0));

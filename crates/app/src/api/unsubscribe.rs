@@ -20,10 +20,16 @@ use freshplan_kernel::{Clock as _, SystemClock};
 use freshplan_leads::LeadError;
 
 use crate::AppState;
+use crate::api::common::not_configured;
 use crate::problem::Problem;
 
 /// What the outbox records as `lastError` of a mail withdrawn by an unsubscribe.
 pub const WITHDRAWN: &str = "withdrawn: the recipient unsubscribed";
+
+/// Registers `GET /unsubscribe`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/unsubscribe", web::get().to(unsubscribe));
+}
 
 const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; \
                    form-action 'none'; frame-ancestors 'none'";
@@ -106,7 +112,7 @@ pub async fn unsubscribe(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
         return refuse(&req, Problem::bad_field("token", "is required"));
     };
     let Some(secret) = state.followups.unsubscribe_secret() else {
-        return refuse(&req, crate::followups::not_configured());
+        return refuse(&req, not_configured());
     };
     let lead_id = match UnsubscribeToken::verify(&token, secret) {
         Ok(id) => id,

@@ -20,25 +20,46 @@ use std::sync::Arc;
 use actix_web::http::{StatusCode, header};
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
+use freshplan_api::events::{CloudEvent, EventPage};
 use freshplan_events_pg::{Cursor, MAX_PAGE, OutboxEvent, head, read_page};
-use freshplan_kernel::{Actor, CloudEvent, Role};
+use freshplan_kernel::{Actor, Role};
 
 use crate::AppState;
+use crate::api::common::Result;
 use crate::auth::Caller;
 use crate::problem::Problem;
 use crate::sse;
-
-type Result<T> = std::result::Result<T, Problem>;
 
 /// `limit` of `GET /api/events` when none is given.
 pub const DEFAULT_LIMIT: u32 = 100;
 
 /// Events per outbox read while a stream catches up.
 const CATCH_UP_PAGE: u32 = 500;
+
+/// Registers `GET /api/events` and `GET /api/events/stream`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/events", web::get().to(list))
+        .route("/api/events/stream", web::get().to(stream));
+}
+
+/// The body of an event of the outbox.
+fn body(e: freshplan_kernel::CloudEvent) -> CloudEvent {
+    CloudEvent {
+        specversion: e.specversion,
+        id: e.id,
+        source: e.source,
+        event_type: e.event_type,
+        time: e.time,
+        subject: e.subject,
+        datacontenttype: e.datacontenttype,
+        idempotencykey: e.idempotencykey,
+        extensions: e.extensions,
+        data: e.data,
+    }
+}
 
 /// Every event type of the catalog (`docs/events/catalog.json`): the values `type` accepts.
 pub fn event_types() -> impl Iterator<Item = &'static str> {
@@ -115,14 +136,6 @@ fn require_feed_role(actor: &Actor) -> Result<()> {
     }
 }
 
-/// The body of `GET /api/events`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PageBody<'a> {
-    events: Vec<&'a CloudEvent>,
-    next_cursor: String,
-}
-
 /// `GET /api/events`
 #[utoipa::path(get, path = "/api/events", tag = "events", security(("bearer" = [])),
     params(
@@ -130,7 +143,7 @@ struct PageBody<'a> {
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)"),
         ("type" = Option<String>, Query, description = "Only events of this catalog type, e.g. `lead.created.v1`")),
     responses(
-        (status = 200, description = "Events in commit order and the cursor to pass as `after` next (unchanged when there is nothing new)", body = schema::EventPage),
+        (status = 200, description = "Events in commit order and the cursor to pass as `after` next (unchanged when there is nothing new)", body = EventPage),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
 pub async fn list(
     req: HttpRequest,
@@ -150,8 +163,8 @@ pub async fn list(
     .map_err(|e| Problem::internal(&e))?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(PageBody {
-            events: page.events.iter().map(|e| &e.event).collect(),
+        .json(EventPage {
+            events: page.events.into_iter().map(|e| body(e.event)).collect(),
             next_cursor: page.next_cursor.encode(),
         }))
 }
@@ -163,7 +176,7 @@ pub async fn list(
         ("after" = Option<String>, Query, description = "Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only"),
         ("type" = Option<String>, Query, description = "Only events of this catalog type")),
     responses(
-        (status = 200, description = "`text/event-stream`: first a `: open` comment (subscribed), then one CloudEvent (JSON) per message in its `data:` line with `id:` = its cursor and no `event:` name (EventSource `message` events), in commit order, each once; a `: keep-alive` comment after 15 s of quiet. The stream ends when the server stops; reconnect with `Last-Event-ID`", content_type = "text/event-stream", body = schema::CloudEvent),
+        (status = 200, description = "`text/event-stream`: first a `: open` comment (subscribed), then one CloudEvent (JSON) per message in its `data:` line with `id:` = its cursor and no `event:` name (EventSource `message` events), in commit order, each once; a `: keep-alive` comment after 15 s of quiet. The stream ends when the server stops; reconnect with `Last-Event-ID`", content_type = "text/event-stream", body = CloudEvent),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 503, description = "The event pipeline is switched off on this replica (FRESHPLAN_EVENTS=false)", body = Problem)))]
 pub async fn stream(
@@ -251,15 +264,15 @@ impl Feed {
         e.cursor > self.last && self.event_type.is_none_or(|t| e.event.event_type == t)
     }
 
-    /// Marks `e` sent and frames it.
-    fn send(&mut self, e: &OutboxEvent) -> Option<Bytes> {
-        self.last = e.cursor;
-        match serde_json::to_string(&e.event) {
-            Ok(json) => Some(sse::frame(None, Some(&e.cursor.encode()), &json)),
+    /// Marks the event at `cursor` sent and frames it.
+    fn send(&mut self, cursor: Cursor, event: freshplan_kernel::CloudEvent) -> Option<Bytes> {
+        self.last = cursor;
+        match serde_json::to_string(&body(event)) {
+            Ok(json) => Some(sse::frame(None, Some(&cursor.encode()), &json)),
             Err(error) => {
                 // Cannot happen for an event that was decoded from JSON; end the stream rather
                 // than skip it (the client resumes before it).
-                tracing::error!(%error, cursor = %e.cursor, "encoding an event for SSE");
+                tracing::error!(%error, %cursor, "encoding an event for SSE");
                 None
             }
         }
@@ -271,7 +284,7 @@ impl Feed {
         loop {
             if let Some(e) = self.backlog.pop_front() {
                 if self.wanted(&e) {
-                    return self.send(&e);
+                    return self.send(e.cursor, e.event);
                 }
                 continue;
             }
@@ -313,7 +326,8 @@ impl Feed {
                 received = self.rx.recv() => match received {
                     Ok(e) => {
                         if self.wanted(&e) {
-                            return self.send(&e);
+                            // Shared with the other subscribers: this one encodes a copy.
+                            return self.send(e.cursor, e.event.clone());
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
@@ -328,49 +342,5 @@ impl Feed {
                 },
             }
         }
-    }
-}
-
-/// OpenAPI schemas of the feed.
-pub mod schema {
-    use time::OffsetDateTime;
-    use utoipa::ToSchema;
-    use uuid::Uuid;
-
-    /// A CloudEvents 1.0 event in JSON (SPEC §7.1); `data` per type in `docs/events/catalog.json`.
-    #[derive(Debug, ToSchema)]
-    pub struct CloudEvent {
-        /// Always `1.0`.
-        #[schema(example = "1.0")]
-        pub specversion: String,
-        /// The event id (unique per source; dedupe by `source` + `id`).
-        pub id: Uuid,
-        /// `freshplan.leads` or `freshplan.leads.followup`.
-        pub source: String,
-        /// The catalog type, e.g. `lead.created.v1`.
-        #[schema(rename = "type")]
-        pub event_type: String,
-        /// When the change happened.
-        pub time: OffsetDateTime,
-        /// The lead id, where there is one.
-        pub subject: Option<String>,
-        /// Always `application/json`.
-        pub datacontenttype: String,
-        /// Deterministic key: a retried change yields the same key.
-        pub idempotencykey: Uuid,
-        /// The payload.
-        #[schema(value_type = Object)]
-        pub data: serde_json::Value,
-    }
-
-    /// `GET /api/events`.
-    #[derive(Debug, ToSchema)]
-    #[schema(rename_all = "camelCase")]
-    pub struct EventPage {
-        /// Up to `limit` events, in commit order.
-        pub events: Vec<CloudEvent>,
-        /// Pass it as `after` next time; unchanged when there was nothing new. Opaque.
-        #[schema(example = "7341-42")]
-        pub next_cursor: String,
     }
 }
