@@ -2,12 +2,14 @@
 //! test (SPEC §2, §4, §5, §9), and the real `freshplan` binary where the process is the point.
 
 mod api;
+mod client;
 mod cockpit_browser;
 mod events;
 #[cfg(unix)] // SIGKILL
 mod followup_replicas;
 mod followups;
 mod helpers;
+mod http_proxy;
 mod jwks_url;
 mod jwt;
 mod keys;

@@ -1,0 +1,224 @@
+//! The event consumer of `freshplan-client` against the real service: it hands out exactly the
+//! committed events — each once, in commit order — across a restart from a stored checkpoint,
+//! cut connections, a replica that ends its streams as it stops, and a refused token.
+
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use serde_json::Value;
+
+use freshplan_client::api::activities::{ActivityCreate, UserActivityType};
+use freshplan_client::consumer::Checkpoint;
+use freshplan_client::events::CloudEvent;
+use freshplan_client::{BoxError, Client};
+
+use crate::helpers::*;
+use crate::http_proxy::HttpProxy;
+use crate::sse_client::{ids, settled_feed};
+
+type Events = BoxStream<'static, freshplan_client::Result<(Checkpoint, CloudEvent)>>;
+
+fn service() -> String {
+    token("svc-consumer", &["service"], &[])
+}
+
+/// Creates `n` leads named `{prefix} {i}` as the admin (one `lead.created.v1` each).
+async fn create_leads(app: &TestApp, prefix: &str, n: usize) {
+    let leads = app.api(&admin()).leads();
+    for i in 0..n {
+        leads
+            .create(&new_lead(&format!("{prefix} {i}")))
+            .await
+            .unwrap();
+    }
+}
+
+/// The next `n` events within 15 s.
+async fn take(events: &mut Events, n: usize) -> Vec<(Checkpoint, CloudEvent)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(15), events.try_next()).await {
+            Ok(Ok(Some(item))) => out.push(item),
+            Ok(Ok(None)) => panic!("the consumer ended after {} of {n} events", out.len()),
+            Ok(Err(e)) => panic!("the consumer failed after {} of {n} events: {e}", out.len()),
+            Err(_) => panic!("{} of {n} events within 15 s", out.len()),
+        }
+    }
+    out
+}
+
+/// Polls for `d`, expecting nothing (this also lets the consumer go live on the stream).
+async fn quiet(events: &mut Events, d: Duration) {
+    if let Ok(item) = tokio::time::timeout(d, events.next()).await {
+        panic!("expected nothing more, got {item:?}");
+    }
+}
+
+/// The outbox, as the admin's feed shows it once settled: the ids in commit order.
+async fn outbox_ids(app: &TestApp) -> Vec<String> {
+    let events: Vec<Value> =
+        settled_feed(&app.client, &app.base, &admin(), &app.database_url).await;
+    ids(&events)
+}
+
+fn event_ids(items: &[(Checkpoint, CloudEvent)]) -> Vec<String> {
+    items.iter().map(|(_, e)| e.id.to_string()).collect()
+}
+
+#[actix_web::test]
+async fn the_consumer_hands_out_the_committed_events_and_resumes_from_a_stored_checkpoint() {
+    let app = spawn_app().await;
+    create_leads(&app, "Bestand", 5).await;
+    let api = app.api(&admin());
+    let first = api.leads().list(Default::default()).await.unwrap().data[0].id;
+    api.activities()
+        .log(first, &ActivityCreate::new(UserActivityType::Note))
+        .await
+        .unwrap();
+    let backlog = outbox_ids(&app).await;
+    assert_eq!(backlog.len(), 6);
+
+    // Catch-up in pages of 2: stop after the third event, in the middle of the second page.
+    let svc = app.api(&service());
+    let mut consumer = svc.events().consumer().page_limit(2).into_stream();
+    let seen = take(&mut consumer, 3).await;
+    drop(consumer);
+    let stored = seen[2].0.to_string();
+    assert!(!seen[2].0.is_exact(), "{stored}: mid-page");
+    assert!(seen[1].0.is_exact(), "a page's last event has its cursor");
+
+    // Meanwhile more commits.
+    create_leads(&app, "Verpasst", 2).await;
+
+    // A new consumer from the stored checkpoint: the rest of the backlog and what committed
+    // meanwhile, then live events from the stream; nothing twice, nothing missing.
+    let mut consumer = svc
+        .events()
+        .consumer()
+        .page_limit(2)
+        .resume_from(stored.parse().unwrap())
+        .into_stream();
+    let mut rest = take(&mut consumer, 5).await;
+    quiet(&mut consumer, Duration::from_millis(500)).await;
+    create_leads(&app, "Live", 2).await;
+    rest.extend(take(&mut consumer, 2).await);
+    quiet(&mut consumer, Duration::from_millis(700)).await;
+    assert!(
+        rest.last().unwrap().0.is_exact(),
+        "a streamed event's checkpoint is its cursor"
+    );
+
+    let mut all = event_ids(&seen);
+    all.extend(event_ids(&rest));
+    assert_eq!(
+        all,
+        outbox_ids(&app).await,
+        "each event once, in commit order"
+    );
+    assert_eq!(all[..6], backlog[..]);
+    let live: Vec<&str> = rest[5..]
+        .iter()
+        .map(|(_, e)| e.event_type.as_str())
+        .collect();
+    assert_eq!(live, ["lead.created.v1", "lead.created.v1"]);
+
+    // The checkpoint of the last event, stored and used again: nothing more to hand out.
+    let last = rest.last().unwrap().0.to_string();
+    let mut again = svc
+        .events()
+        .consumer()
+        .resume_from(last.parse().unwrap())
+        .into_stream();
+    quiet(&mut again, Duration::from_millis(700)).await;
+}
+
+#[actix_web::test]
+async fn cut_connections_are_resumed_without_loss_or_repeat() {
+    let app = spawn_app().await;
+    let proxy = HttpProxy::start(&app.base).await;
+    let through_proxy = Client::new(&proxy.base()).unwrap().with_token(service());
+    let mut consumer = through_proxy
+        .events()
+        .consumer()
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .into_stream();
+    create_leads(&app, "Vorher", 3).await;
+    let mut got = take(&mut consumer, 3).await;
+    quiet(&mut consumer, Duration::from_millis(300)).await;
+
+    for round in 0..3 {
+        let connections = proxy.accepted();
+        // Events while the stream is up, the cut, events while it is down.
+        create_leads(&app, &format!("Runde {round} live"), 2).await;
+        got.extend(take(&mut consumer, 1).await);
+        proxy.cut();
+        create_leads(&app, &format!("Runde {round} getrennt"), 2).await;
+        got.extend(take(&mut consumer, 3).await);
+        quiet(&mut consumer, Duration::from_millis(300)).await;
+        assert!(
+            proxy.accepted() > connections,
+            "round {round}: the consumer reconnected"
+        );
+    }
+    assert_eq!(event_ids(&got), outbox_ids(&app).await);
+    assert_eq!(got.len(), 15);
+}
+
+#[actix_web::test]
+async fn a_replica_that_stops_ends_the_stream_and_the_consumer_resumes_on_another() {
+    let a = spawn_app().await;
+    let database_url = a.database_url.clone();
+    let b = spawn_app_with(|c| c.database_url = database_url)
+        .await
+        .unwrap();
+    let proxy = HttpProxy::start(&a.base).await;
+    let mut consumer = Client::new(&proxy.base())
+        .unwrap()
+        .with_token(service())
+        .events()
+        .consumer()
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .into_stream();
+    create_leads(&a, "Auf A", 2).await;
+    let mut got = take(&mut consumer, 2).await;
+    quiet(&mut consumer, Duration::from_millis(300)).await;
+
+    // The load balancer sends new connections to B; A stops gracefully, ending its streams.
+    proxy.point_to(&b.base);
+    a.stopper.stop(true).await;
+    create_leads(&b, "Auf B", 2).await;
+    got.extend(take(&mut consumer, 2).await);
+    quiet(&mut consumer, Duration::from_millis(500)).await;
+    // (B's TestApp names its own unused database: count A's, which both share.)
+    let outbox = settled_feed(&b.client, &b.base, &admin(), &a.database_url).await;
+    assert_eq!(event_ids(&got), ids(&outbox));
+}
+
+#[actix_web::test]
+async fn a_refused_token_is_replaced_by_the_provider_or_ends_the_consumer() {
+    let app = spawn_app().await;
+    create_leads(&app, "Token", 2).await;
+    // Expired beyond the validation's leeway: every request with it is 401.
+    let expired = freshplan_app::auth::mint_hs256(SECRET, "svc", &["service"], &[], -120).unwrap();
+
+    let without = app.api(&expired);
+    let mut consumer = without.events().consumer().into_stream();
+    let e = consumer.next().await.unwrap().unwrap_err();
+    assert!(e.is_unauthorized(), "{e}");
+    assert!(consumer.next().await.is_none(), "a 401 is final");
+
+    let with = app.api(&expired);
+    let mut consumer = with
+        .events()
+        .consumer()
+        .token_provider(|| async { Ok::<_, BoxError>(service()) })
+        .into_stream();
+    let got = take(&mut consumer, 2).await;
+    assert_eq!(event_ids(&got), outbox_ids(&app).await);
+    assert_eq!(
+        with.token(),
+        Some(service()),
+        "the client has the fresh token"
+    );
+}
