@@ -222,3 +222,48 @@ async fn a_refused_token_is_replaced_by_the_provider_or_ends_the_consumer() {
         "the client has the fresh token"
     );
 }
+
+/// The next figures of a client's cockpit stream within 5 s.
+async fn next(figures: &mut BoxStream<'static, freshplan_client::Result<Value>>) -> Value {
+    tokio::time::timeout(Duration::from_secs(5), figures.try_next())
+        .await
+        .expect("figures within 5 s")
+        .unwrap()
+        .expect("the stream ended")
+}
+
+#[actix_web::test]
+async fn the_cockpit_figures_stream_through_the_client() {
+    let app = spawn_app().await;
+    let dashboard = app.api(&manager_de()).dashboard();
+    let Err(e) = app
+        .api(&token("svc", &["service"], &[]))
+        .dashboard()
+        .followup_stream(None)
+        .await
+    else {
+        panic!("the service role has no cockpit");
+    };
+    assert!(e.is_forbidden(), "{e}");
+    let mut figures = dashboard.followup_stream(Some("DE")).await.unwrap();
+    let first = next(&mut figures).await;
+    assert_eq!(first["pendingT3"], 0);
+    assert_eq!(first["scope"], "TERRITORIES");
+    assert_eq!(
+        first.as_object().unwrap().keys().collect::<Vec<_>>(),
+        dashboard
+            .followup(Some("DE"))
+            .await
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>()
+    );
+    app.api(&rep("rep-a"))
+        .leads()
+        .create(&new_lead("Neu im Cockpit"))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut figures).await["pendingT3"], 1);
+}
