@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use freshplan_client::ETag;
 use freshplan_client::activities::PageQuery;
 use freshplan_client::api::activities::{ActivityCreate, ActivityType, UserActivityType};
+use freshplan_client::api::health::State;
 use freshplan_client::api::leads::{
     BusinessType, ClockStop, Lead, LeadCreate, LeadPage, LeadPatch, LeadStatus, OwnerChange,
     StatusChange,
@@ -46,6 +47,18 @@ async fn authentication_is_required_and_strict() {
     let expired = freshplan_app::auth::mint_hs256(SECRET, "x", &["admin"], &[], -3600).unwrap();
     problem(app.get(&expired, "/api/leads").await, 401).await;
     // health and openapi need no token
+    let anonymous = app.api("");
+    anonymous.clear_token();
+    let ready = anonymous.health().ready().await.unwrap();
+    assert_eq!(
+        (ready.status, ready.database, ready.event_listener),
+        (State::Up, Some(State::Up), Some(State::Up))
+    );
+    let live = anonymous.health().live().await.unwrap();
+    assert_eq!((live.status, live.database), (State::Up, None));
+    assert!(anonymous.openapi().await.unwrap()["paths"].is_object());
+    let e = anonymous.leads().list(LeadQuery::new()).await.unwrap_err();
+    assert!(e.is_unauthorized(), "{e}");
     assert_eq!(
         app.client
             .get(format!("{}/health/ready", app.base))

@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use freshplan_client::api::health::State;
 use freshplan_client::events::{CloudEvent, Cursor, EventQuery};
 use freshplan_client::sse::{Connection, Message};
 
@@ -619,6 +620,12 @@ async fn ready_is_503_while_the_event_listener_is_down_and_the_stream_catches_up
     };
     assert_eq!(down["database"], "UP");
     assert_eq!(down["eventListener"], "DOWN");
+    // The client reads the 503 as a health report.
+    let health = app.api(&admin()).health().ready().await.unwrap();
+    assert_eq!(
+        (health.status, health.database, health.event_listener),
+        (State::Down, Some(State::Up), Some(State::Down))
+    );
     assert_eq!(down["detail"], "The event listener is not connected.");
     // Writes go on (the outbox is part of the transaction); the feed reads them.
     let during = create_leads(&app, "Waehrend", 2).await;
