@@ -12,6 +12,8 @@
 //!    backoff (bounded by [`Consumer::backoff`], with jitter) and starts again at 1. from the
 //!    last event it handed out. Events it already handed out are dropped if the server sends
 //!    them again (by `source` + `id`, over a bounded window).
+//!    When the stream cannot be had at all (e.g. 503 from a replica with the event pipeline
+//!    switched off), this is polling the pages at the backoff's pace.
 //! 4. **Tokens**: when the stream ends with the `token-expired` message, or a request is 401,
 //!    the consumer asks its [`TokenProvider`] for a fresh token, sets it on the client
 //!    ([`crate::Client::set_token`]) and goes on. Without a provider — or when a fresh token is
@@ -563,6 +565,9 @@ impl Run {
             self.phase = Some(Phase::Connect);
             return Ok(());
         }
+        // Progress: the attempts that failed before it (e.g. a stream that is switched off on
+        // this replica, 503) no longer count towards `max_failures`.
+        self.failures = 0;
         let last = events.len().saturating_sub(1);
         for (i, event) in events.into_iter().enumerate() {
             let checkpoint = if i == last {

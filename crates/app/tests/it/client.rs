@@ -267,3 +267,24 @@ async fn the_cockpit_figures_stream_through_the_client() {
         .unwrap();
     assert_eq!(next(&mut figures).await["pendingT3"], 1);
 }
+
+#[actix_web::test]
+async fn without_the_stream_the_consumer_polls_the_pages() {
+    // FRESHPLAN_EVENTS=false: the stream answers 503, the feed pages still work.
+    let app = spawn_app_with(|c| c.events = false).await.unwrap();
+    let mut consumer = app
+        .api(&service())
+        .events()
+        .consumer()
+        .backoff(Duration::from_millis(20), Duration::from_millis(100))
+        // Every 503 counts, every page with events starts the count again.
+        .max_failures(10)
+        .into_stream();
+    create_leads(&app, "Ohne Stream", 2).await;
+    let mut got = take(&mut consumer, 2).await;
+    for round in 0..3 {
+        create_leads(&app, &format!("Abgefragt {round}"), 1).await;
+        got.extend(take(&mut consumer, 1).await);
+    }
+    assert_eq!(event_ids(&got), outbox_ids(&app).await);
+}
