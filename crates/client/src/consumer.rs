@@ -620,7 +620,7 @@ impl Run {
                         ?idle,
                         "event consumer: the stream went silent; reconnecting"
                     );
-                    return self.dropped(since, None);
+                    return self.dropped(since, Error::StreamEnded("silent past the idle timeout"));
                 }
             },
             None => conn.next_item().await,
@@ -664,20 +664,16 @@ impl Run {
                 self.phase = Some(Phase::Stream { conn, since });
                 Ok(())
             }
-            Ok(None) => self.dropped(since, None),
-            Err(e) => self.dropped(since, Some(e)),
+            Ok(None) => self.dropped(since, Error::StreamEnded("the server ended it")),
+            Err(e) => self.dropped(since, e),
         }
     }
 
-    /// The stream ended (`error`: broke off): reconnect after a backoff.
-    fn dropped(&mut self, since: Instant, error: Option<Error>) -> Result<()> {
+    /// The stream ended, broke off or went silent (`e`): reconnect after a backoff.
+    fn dropped(&mut self, since: Instant, e: Error) -> Result<()> {
         if since.elapsed() >= HEALTHY {
             self.failures = 0;
         }
-        let e = error.unwrap_or_else(|| Error::Status {
-            status: 200,
-            body: "the server ended the event stream".into(),
-        });
         match self.fail(Failure::Retry(e), Phase::CatchUp) {
             Some(e) => Err(e),
             None => Ok(()),

@@ -42,6 +42,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// assert_eq!(err.field_error("companyName"), Some("must be at most 255 characters"));
 /// assert_eq!(err.field_errors().len(), 1);
 /// ```
+///
+/// The problems are boxed: an error is the rare path, and a small `Err` keeps every `Result`
+/// (and every future holding one) small.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -93,6 +96,10 @@ pub enum Error {
     /// The request did not get a response: connection, TLS, timeout, or a body that broke off.
     #[error("transport: {0}")]
     Transport(#[from] reqwest::Error),
+    /// An event stream ended (by the server, or silent past the consumer's idle timeout) and
+    /// the consumer gave up reconnecting ([`crate::consumer::Consumer::max_failures`]).
+    #[error("the event stream ended: {0}")]
+    StreamEnded(&'static str),
     /// A response the client could not read as the documented body.
     #[error("unreadable {what} (HTTP {status}): {message}")]
     Decode {
@@ -271,6 +278,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Transport(e) => !e.is_builder() && !e.is_decode(),
+            Error::StreamEnded(_) => true,
             _ => matches!(self.status(), Some(429 | 502..=504)),
         }
     }
