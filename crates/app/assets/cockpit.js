@@ -1,7 +1,9 @@
 // FreshPlan cockpit: the four follow-up tiles, live from GET /api/dashboard/followup-stream.
 // The bearer token comes from the URL fragment (#token=…), is kept in this tab only
 // (sessionStorage) and removed from the address bar. EventSource cannot send an Authorization
-// header, so the stream is read with fetch() and parsed here (SSE: event/data/id lines).
+// header, so the stream is read with fetch() and parsed here (SSE: event/data/id lines). The
+// stream ends with `event: token-expired` when the token expires: the page then says so and stops
+// (it has no way to refresh the token) instead of reconnecting with a dead one.
 "use strict";
 (function () {
   const KEY = "freshplan.token";
@@ -68,6 +70,13 @@
           else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
         }
         if (name === "followup-metrics" && data.length) paint(JSON.parse(data.join("\n")));
+        if (name === "token-expired") {
+          // The server ended the stream at the token's expiry; this page cannot get a new one.
+          sessionStorage.removeItem(KEY);
+          reader.cancel().catch(() => {});
+          status("Sitzung abgelaufen: die Seite mit einem neuen #token=… öffnen", true);
+          return false;
+        }
       }
     }
   }

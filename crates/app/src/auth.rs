@@ -22,6 +22,8 @@ use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header};
 use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 use freshplan_kernel::{Actor, RoleSet, TerritoryId, UserId};
 
@@ -31,6 +33,10 @@ use crate::problem::Problem;
 /// cause another fetch for this long (a flood of made-up `kid`s must not become a flood of
 /// requests to the identity provider). The fetch at start does not count.
 pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How far past its `exp` (and before its `nbf`) a token is still accepted: clock skew between
+/// the identity provider and this service.
+pub const LEEWAY_SECONDS: u64 = 30;
 
 /// Connect and total timeouts of a JWKS fetch.
 const JWKS_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -95,6 +101,8 @@ struct RealmAccess {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    /// A NumericDate: whole or fractional seconds (jsonwebtoken's validation accepts both).
+    exp: serde_json::Number,
     #[serde(default)]
     roles: Vec<String>,
     #[serde(default)]
@@ -207,7 +215,7 @@ impl Authenticator {
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut validation = Validation::new(alg);
         validation.validate_nbf = true;
-        validation.leeway = 30;
+        validation.leeway = LEEWAY_SECONDS;
         let mut required = vec!["exp", "sub"];
         match &self.issuer {
             Some(iss) => {
@@ -228,8 +236,8 @@ impl Authenticator {
         validation
     }
 
-    /// Validates a bearer token and builds the actor.
-    pub async fn authenticate(&self, token: &str) -> Result<Actor, Problem> {
+    /// Validates a bearer token and builds the caller: the actor and the token's expiry.
+    pub async fn authenticate(&self, token: &str) -> Result<Caller, Problem> {
         let bad = |why: &str| Problem::unauthorized(format!("Invalid token: {why}"));
         let header =
             decode_header(token).map_err(|_| bad("malformed header or unsupported algorithm"))?;
@@ -281,7 +289,10 @@ impl Authenticator {
             .iter()
             .filter_map(|t| t.parse().ok())
             .collect();
-        Ok(Actor::new(user, roles.iter(), territories))
+        Ok(Caller(
+            Actor::new(user, roles.iter(), territories),
+            expiry(&c.exp),
+        ))
     }
 }
 
@@ -388,9 +399,35 @@ fn parse_jwks(doc: &[u8]) -> anyhow::Result<Vec<JwksKey>> {
     Ok(keys)
 }
 
-/// The authenticated caller, extracted from `Authorization: Bearer …`.
+/// The instant of an `exp` claim. The validation has checked that it is a non-negative number
+/// not long past; one beyond what `time` represents (the year 9999) is as good as never.
+fn expiry(exp: &serde_json::Number) -> OffsetDateTime {
+    let at = match exp.as_i64() {
+        Some(seconds) => OffsetDateTime::from_unix_timestamp(seconds).ok(),
+        // Fractional (or beyond i64): `as` saturates, the sub-microsecond error is irrelevant.
+        None => exp
+            .as_f64()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp_nanos((s * 1e9) as i128).ok()),
+    };
+    at.unwrap_or_else(|| time::PrimitiveDateTime::MAX.assume_utc())
+}
+
+/// The authenticated caller, extracted from `Authorization: Bearer …`: the actor (`.0`) and when
+/// its token expires ([`Caller::expires_at`]).
+///
+/// The expiry is private: a `Caller` exists only for a validated token. (The actor stays the
+/// public tuple field every handler reads.)
 #[derive(Debug, Clone)]
-pub struct Caller(pub Actor);
+pub struct Caller(pub Actor, OffsetDateTime);
+
+impl Caller {
+    /// The token's `exp`. Validation accepts a token up to [`LEEWAY_SECONDS`] past it (clock
+    /// skew); what outlives the request — an SSE stream — ends at this instant itself
+    /// ([`crate::sse::response_until`], ADR 0010).
+    pub fn expires_at(&self) -> OffsetDateTime {
+        self.1
+    }
+}
 
 /// Why a request is not authenticated: a 401 problem document with `WWW-Authenticate: Bearer`
 /// (with `error="invalid_token"` when a token was presented, RFC 6750 §3.1).
@@ -403,6 +440,21 @@ pub struct Unauthorized {
 impl std::fmt::Display for Unauthorized {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&self.problem, f)
+    }
+}
+
+impl Unauthorized {
+    /// The 401 for a token past its `exp` that the validation still accepted within its leeway,
+    /// where that is not enough: an SSE stream, which would end before it starts
+    /// ([`crate::sse::response_until`]).
+    pub fn token_expired(expires_at: OffsetDateTime) -> Unauthorized {
+        let at = expires_at
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| expires_at.to_string());
+        Unauthorized {
+            problem: Problem::unauthorized(format!("Invalid token: it expired at {at}.")),
+            token_presented: true,
+        }
     }
 }
 
@@ -444,7 +496,6 @@ impl FromRequest for Caller {
             })?;
             auth.authenticate(&token)
                 .await
-                .map(Caller)
                 .map_err(|problem| Unauthorized {
                     problem,
                     token_presented: true,
@@ -505,6 +556,37 @@ mod tests {
         assert!(!is_jwks_url("/etc/freshplan/jwks.json"));
         assert!(!is_jwks_url("httpkeys.json"));
         assert!(!is_jwks_url(r#"{"keys":[]}"#));
+    }
+
+    #[tokio::test]
+    async fn the_caller_carries_the_token_expiry_whole_or_fractional() {
+        let secret = "unit-test-secret";
+        let auth = Authenticator::new(Some(secret), None, None, None).unwrap();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let sign = |exp: serde_json::Value| {
+            let claims = serde_json::json!({"sub": "u-1", "roles": ["admin"], "exp": exp});
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+            )
+            .unwrap()
+        };
+        let whole = auth.authenticate(&sign((now + 60).into())).await.unwrap();
+        assert_eq!(whole.expires_at().unix_timestamp(), now + 60);
+        let fractional = auth
+            .authenticate(&sign((now as f64 + 60.25).into()))
+            .await
+            .unwrap();
+        let nanos = (i128::from(now) + 60) * 1_000_000_000 + 250_000_000;
+        assert!((fractional.expires_at().unix_timestamp_nanos() - nanos).abs() < 1_000);
+        // Within the leeway a token past its `exp` still authenticates, with that `exp`.
+        let late = auth.authenticate(&sign((now - 5).into())).await.unwrap();
+        assert_eq!(late.expires_at().unix_timestamp(), now - 5);
+        assert_eq!(
+            expiry(&u64::MAX.into()),
+            time::PrimitiveDateTime::MAX.assume_utc()
+        );
     }
 
     #[test]

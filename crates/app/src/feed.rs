@@ -172,6 +172,7 @@ pub async fn stream(
     caller: Caller,
 ) -> Result<HttpResponse> {
     require_feed_role(&caller.0)?;
+    let expires_at = caller.expires_at();
     let q = feed_query(req.query_string(), true)?;
     let last_event_id = match req.headers().get("last-event-id") {
         None => None,
@@ -220,7 +221,12 @@ pub async fn stream(
         Some((message, feed))
     });
     let body = futures_util::StreamExt::chain(opened, messages);
-    Ok(sse::response(Box::pin(body), state.sse_keep_alive))
+    // Ends at the token's expiry (ADR 0010); the client resumes with a new one and Last-Event-ID.
+    Ok(sse::response_until(
+        Box::pin(body),
+        state.sse_keep_alive,
+        expires_at,
+    ))
 }
 
 /// One SSE client's position and sources.

@@ -706,7 +706,13 @@ pub async fn figures_stream(
         Some((message, f))
     });
     let body = futures_util::StreamExt::chain(opened, messages);
-    Ok(sse::response(Box::pin(body), state.sse_keep_alive))
+    // Ends at the token's expiry (ADR 0010).
+    let expires_at = caller.expires_at();
+    Ok(sse::response_until(
+        Box::pin(body),
+        state.sse_keep_alive,
+        expires_at,
+    ))
 }
 
 /// One cockpit stream client: its scope's snapshots.

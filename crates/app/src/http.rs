@@ -186,10 +186,10 @@ pub fn lead_query(query: &str) -> Result<LeadQuery, Problem> {
                 )
             }
             "ownerUserId" => {
-                q.owner =
-                    Some(UserId::parse(&v).map_err(|_| {
-                        Problem::bad_field("ownerUserId", "must be 1-64 characters")
-                    })?)
+                q.owner = Some(
+                    UserId::parse(&v)
+                        .map_err(|e| Problem::bad_field("ownerUserId", e.to_string()))?,
+                )
             }
             "businessType" => {
                 q.business_type = Some(
@@ -359,9 +359,58 @@ pub fn path_id(raw: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(raw).map_err(|_| Problem::bad_field("id", "must be a UUID"))
 }
 
+/// The first query parameter whose percent-decoded name or value holds U+0000, by name.
+fn nul_parameter(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        .map(|(k, _)| k.into_owned())
+}
+
+/// Middleware: a request under `/api/` whose percent-decoded query holds U+0000 is 400 before any
+/// handler reads the query (SPEC §9: text never holds U+0000, and PostgreSQL can neither store nor
+/// compare it, so a filter holding one would otherwise end as a 500). `/unsubscribe` answers
+/// for itself (an HTML page for browsers); its token never verifies with a U+0000 in it.
+pub async fn refuse_nul_in_query(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<
+        actix_web::body::EitherBody<impl actix_web::body::MessageBody + 'static>,
+    >,
+    actix_web::Error,
+> {
+    if req.path().starts_with("/api/")
+        && let Some(name) = nul_parameter(req.query_string())
+    {
+        let problem = Problem::bad_field(&name, "must not contain U+0000");
+        return Ok(req.error_response(problem).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(actix_web::dev::ServiceResponse::map_into_left_body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_parameters_are_found_after_percent_decoding() {
+        assert_eq!(nul_parameter("q=a%00b").as_deref(), Some("q"));
+        assert_eq!(nul_parameter("page=0&q=%00").as_deref(), Some("q"));
+        assert_eq!(nul_parameter("a%00=1").as_deref(), Some("a\0"));
+        assert_eq!(
+            nul_parameter("q=a%2500b&size=1"),
+            None,
+            "%25 is a literal %"
+        );
+        assert_eq!(
+            nul_parameter("q=a+b%0Ac"),
+            None,
+            "other controls are the parsers' business"
+        );
+        assert_eq!(nul_parameter(""), None);
+    }
 
     #[test]
     fn list_query_parsing() {

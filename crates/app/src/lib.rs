@@ -131,6 +131,7 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
         App::new()
             .app_data(state.clone())
             .app_data(auth.clone())
+            .wrap(middleware::from_fn(http::refuse_nul_in_query))
             .wrap(middleware::from_fn(request_id))
             .configure(routes::configure)
             .configure(followups::configure)

@@ -148,10 +148,12 @@ problem_response! {
 )]
 struct ApiDoc;
 
-/// The document, with the bearer scheme; every error response is `application/problem+json`.
+/// The document, with the bearer scheme; every error response is `application/problem+json`,
+/// and every `/api/` operation can answer 400 (a U+0000 in any query parameter is refused before
+/// the handler: `crate::http::refuse_nul_in_query`).
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [
             &mut item.get,
             &mut item.put,
@@ -160,6 +162,12 @@ pub fn document() -> utoipa::openapi::OpenApi {
             &mut item.patch,
         ];
         for operation in operations.into_iter().flatten() {
+            if path.starts_with("/api/") && !operation.responses.responses.contains_key("400") {
+                operation.responses.responses.insert(
+                    "400".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("BadRequest")),
+                );
+            }
             for (status, response) in operation.responses.responses.iter_mut() {
                 let RefOr::T(response) = response else {
                     continue;

@@ -1,12 +1,15 @@
-//! Server-sent events (SPEC §7.5, §8): framing and a response that merges a message source
-//! with keep-alive comments.
+//! Server-sent events (SPEC §7.5, §8): framing, a response that merges a message source with
+//! keep-alive comments, and the end of an authenticated stream at its token's expiry.
 
 use std::time::Duration;
 
-use actix_web::HttpResponse;
 use actix_web::http::header;
 use actix_web::web::Bytes;
+use actix_web::{HttpResponse, ResponseError};
 use futures_util::Stream;
+use futures_util::future::LocalBoxFuture;
+use serde::Serialize;
+use time::OffsetDateTime;
 
 /// Keep-alive comment interval: below the usual 30–60 s idle timeouts of proxies.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -69,6 +72,92 @@ where
         .streaming(stream)
 }
 
+/// The event name of the last message of a stream whose token expired (ADR 0010). Named, so an
+/// `EventSource`'s `message` listeners and CloudEvent consumers do not take it for data, and
+/// without an `id:`, so the client's `Last-Event-ID` stays at the last event it got.
+pub const TOKEN_EXPIRED_EVENT: &str = "token-expired";
+
+/// The `data:` of the [`TOKEN_EXPIRED_EVENT`] message.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenExpired {
+    /// Always `token expired`.
+    reason: &'static str,
+    /// The token's `exp`.
+    #[serde(with = "time::serde::rfc3339")]
+    expired_at: OffsetDateTime,
+}
+
+/// The [`TOKEN_EXPIRED_EVENT`] message.
+pub fn token_expired(expired_at: OffsetDateTime) -> Bytes {
+    let body = TokenExpired {
+        reason: "token expired",
+        expired_at,
+    };
+    // Cannot fail: a static string and a date within the years 0–9999.
+    let json =
+        serde_json::to_string(&body).unwrap_or_else(|_| r#"{"reason":"token expired"}"#.into());
+    frame(Some(TOKEN_EXPIRED_EVENT), None, &json)
+}
+
+/// Longest single wait for a token's expiry before the wall clock is read again: the timer runs
+/// on the monotonic clock, `exp` is wall-clock time, and the two part when the wall clock is
+/// stepped (NTP) or the machine sleeps.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(30);
+
+/// Resolves once the wall clock has reached `at` (never early).
+async fn reached(at: OffsetDateTime) {
+    loop {
+        let left = at - OffsetDateTime::now_utc();
+        if !left.is_positive() {
+            return;
+        }
+        let left = Duration::try_from(left).unwrap_or(EXPIRY_RECHECK);
+        tokio::time::sleep(left.min(EXPIRY_RECHECK)).await;
+    }
+}
+
+/// [`response`] for a stream that acts on behalf of a caller whose token expires at
+/// `expires_at` ([`crate::auth::Caller::expires_at`]): at that instant — not later by the
+/// validation's leeway — the stream stops sending `messages`, sends a last
+/// [`TOKEN_EXPIRED_EVENT`] message and ends. A token already past its `exp` (accepted only
+/// within the leeway) gets the 401 of an expired token instead of a stream that ends at once, so
+/// a client retrying with it is told why, the way every other endpoint tells it after the leeway.
+pub fn response_until<S>(
+    messages: S,
+    keep_alive: Duration,
+    expires_at: OffsetDateTime,
+) -> HttpResponse
+where
+    S: Stream<Item = Bytes> + Unpin + 'static,
+{
+    if OffsetDateTime::now_utc() >= expires_at {
+        return crate::auth::Unauthorized::token_expired(expires_at).error_response();
+    }
+    response(Box::pin(until(messages, expires_at)), keep_alive)
+}
+
+/// `messages` until the wall clock reaches `expires_at`, then the [`TOKEN_EXPIRED_EVENT`]
+/// message, then the end. The expiry wins when both are ready: nothing is sent after it.
+fn until<S>(messages: S, expires_at: OffsetDateTime) -> impl Stream<Item = Bytes>
+where
+    S: Stream<Item = Bytes> + Unpin + 'static,
+{
+    use futures_util::StreamExt;
+    let expiry: LocalBoxFuture<'static, ()> = Box::pin(reached(expires_at));
+    futures_util::stream::unfold(Some((messages, expiry)), move |state| async move {
+        let (mut messages, mut expiry) = state?;
+        tokio::select! {
+            biased;
+            () = &mut expiry => {
+                tracing::debug!(%expires_at, "SSE stream: the token expired; ending it");
+                Some((token_expired(expires_at), None))
+            }
+            next = messages.next() => next.map(|bytes| (bytes, Some((messages, expiry)))),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +173,33 @@ mod tests {
             Bytes::from("data: a\ndata: b\n\n")
         );
         assert_eq!(comment("keep-alive"), Bytes::from(": keep-alive\n\n"));
+        assert_eq!(
+            token_expired(time::macros::datetime!(2026-03-01 12:00:05 UTC)),
+            Bytes::from(
+                "event: token-expired\ndata: {\"reason\":\"token expired\",\"expiredAt\":\"2026-03-01T12:00:05Z\"}\n\n"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_at_the_expiry_with_the_token_expired_message_and_nothing_after() {
+        use futures_util::StreamExt;
+        let a = Bytes::from_static(b"data: a\n\n");
+        // Two messages, then a source that never ends by itself.
+        let source = futures_util::stream::iter([a.clone(), a.clone()])
+            .chain(futures_util::stream::pending());
+        let expires_at = OffsetDateTime::now_utc() + time::Duration::milliseconds(300);
+        let items: Vec<Bytes> = until(source, expires_at).collect().await;
+        assert!(
+            OffsetDateTime::now_utc() >= expires_at,
+            "not before the expiry"
+        );
+        assert_eq!(items, [a.clone(), a, token_expired(expires_at)]);
+
+        // A source that always has more: the expiry still ends it, and wins when both are ready.
+        let source = futures_util::stream::repeat(Bytes::from_static(b"data: x\n\n"));
+        let past = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+        let items: Vec<Bytes> = until(source, past).collect().await;
+        assert_eq!(items, [token_expired(past)]);
     }
 }

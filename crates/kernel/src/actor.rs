@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TerritoryId;
 
-/// A user id (the JWT `sub`): 1–64 characters after trimming.
+/// A user id (the JWT `sub`): 1–64 characters after trimming, none of them a control character.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct UserId(String);
@@ -16,18 +16,31 @@ pub enum ActorError {
     /// The user id is empty or longer than 64 characters.
     #[error("a user id must be 1-64 characters")]
     InvalidUserId,
+    /// The user id contains a control character (U+0000, a line break, …), which no identity
+    /// provider issues and PostgreSQL cannot store (U+0000).
+    #[error("a user id must not contain control characters")]
+    UserIdControlCharacter,
 }
 
 impl UserId {
     /// The longest accepted id, in characters.
     pub const MAX_LEN: usize = 64;
 
-    /// Parses a user id: trimmed, 1–64 characters.
+    /// Parses a user id: trimmed, 1–64 characters, no control characters.
+    ///
+    /// ```
+    /// use freshplan_kernel::{ActorError, UserId};
+    /// assert_eq!(UserId::parse(" rep-1 ").unwrap().as_str(), "rep-1");
+    /// assert_eq!(UserId::parse("rep\u{0}1"), Err(ActorError::UserIdControlCharacter));
+    /// ```
     pub fn parse(raw: &str) -> Result<Self, ActorError> {
         let trimmed = raw.trim();
         let len = trimmed.chars().count();
         if len == 0 || len > Self::MAX_LEN {
             return Err(ActorError::InvalidUserId);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(ActorError::UserIdControlCharacter);
         }
         Ok(UserId(trimmed.to_owned()))
     }
@@ -254,6 +267,50 @@ mod tests {
         assert!(UserId::parse(&"x".repeat(64)).is_ok());
         assert!(UserId::parse(&"x".repeat(65)).is_err());
         assert_eq!(UserId::parse("  a ").unwrap().as_str(), "a");
+    }
+
+    #[test]
+    fn user_id_refuses_control_characters() {
+        for bad in [
+            "a\u{0}b",
+            "\u{0}",
+            "a\nb",
+            "a\tb",
+            "a\rb",
+            "a\u{7f}b",
+            "a\u{1b}[31mb",
+            "a\u{85}b",
+        ] {
+            assert_eq!(
+                UserId::parse(bad),
+                Err(ActorError::UserIdControlCharacter),
+                "{bad:?}"
+            );
+        }
+        // surrounding whitespace (incl. line breaks) is trimmed, not refused
+        assert_eq!(UserId::parse("\ta\n").unwrap().as_str(), "a");
+        // other Unicode is fine
+        assert_eq!(
+            UserId::parse("jürg.o'brien@ch").unwrap().as_str(),
+            "jürg.o'brien@ch"
+        );
+        // the length check counts characters and comes first
+        assert_eq!(
+            UserId::parse(&"\u{0}".repeat(65)),
+            Err(ActorError::InvalidUserId)
+        );
+        // deserialising goes through parse
+        assert!(serde_json::from_str::<UserId>("\"a\\u0000b\"").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_parsed_user_id_never_holds_a_control_character(raw in "\\PC{0,3}[\u{0}-\u{1f}\u{7f}-\u{9f}]?\\PC{0,3}") {
+            if let Ok(id) = UserId::parse(&raw) {
+                proptest::prop_assert!(!id.as_str().chars().any(char::is_control));
+                proptest::prop_assert_eq!(id.as_str(), raw.trim());
+            }
+        }
     }
 
     #[test]

@@ -180,16 +180,9 @@ impl Activity {
     }
 }
 
-/// Validates the description of a logged activity.
+/// Validates the description of a logged activity (trimmed, ≤ 2000 characters, no control characters but line breaks and tabs; empty is none).
 pub fn validate_description(description: Option<&str>) -> Result<Option<String>, FieldError> {
-    match description.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(d) if d.chars().count() > MAX_DESCRIPTION => Err(FieldError::new(
-            "description",
-            format!("must be at most {MAX_DESCRIPTION} characters"),
-        )),
-        Some(d) => Ok(Some(d.to_owned())),
-    }
+    crate::model::multiline_text("description", description, MAX_DESCRIPTION)
 }
 
 #[cfg(test)]
@@ -235,5 +228,17 @@ mod tests {
         assert!(validate_description(Some(&"x".repeat(2000))).is_ok());
         assert!(validate_description(Some(&"x".repeat(2001))).is_err());
         assert_eq!(validate_description(Some("  ")).unwrap(), None);
+    }
+
+    #[test]
+    fn description_refuses_nul_and_control_characters_but_keeps_lines() {
+        for bad in ["a\u{0}b", "\u{0}", "a\u{1b}b", "a\u{7f}b", "a\u{85}b"] {
+            let e = validate_description(Some(bad)).unwrap_err();
+            assert_eq!(e.field, "description", "{bad:?}");
+        }
+        assert_eq!(
+            validate_description(Some(" Anruf:\r\n\t- Muster\n")).unwrap(),
+            Some("Anruf:\r\n\t- Muster".to_owned())
+        );
     }
 }

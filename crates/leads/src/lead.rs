@@ -11,7 +11,9 @@ use freshplan_kernel::{Actor, Role, TerritoryId, UserId};
 use crate::activity::ActivityType;
 use crate::duplicates::DuplicateKeys;
 use crate::events::LeadEvent;
-use crate::model::{BusinessType, CompanyName, Email, FieldError, KitchenSize, LeadSource, Volume};
+use crate::model::{
+    BusinessType, CompanyName, Email, FieldError, KitchenSize, LeadSource, Volume, multiline_text,
+};
 use crate::protection::{
     AutoTransition, MAX_STOP_REASON, Protection, ProtectionPolicy, SweepFacts, next_transition,
 };
@@ -505,7 +507,9 @@ impl Lead {
 
     /// Records a logged activity's effect (SPEC §5): `lastActivityAt`, and for a meaningful
     /// contact `lastMeaningfulContactAt` (max with the existing value) and the automatic
-    /// transitions REGISTERED → ACTIVE and REMINDER → ACTIVE (REACTIVATED).
+    /// transitions REGISTERED → ACTIVE and REMINDER → ACTIVE (REACTIVATED). While the clock is
+    /// stopped the contact is recorded but the transition waits for [`Lead::resume_clock`]
+    /// (SPEC §4.5).
     pub fn record_activity(
         &mut self,
         activity_type: ActivityType,
@@ -530,29 +534,39 @@ impl Lead {
                     .paused_before(occurred_at)
                     .min(self.protection.paused_before(now));
             }
-            match self.status {
-                LeadStatus::Registered => {
-                    changes.entry(
-                        ActivityType::StatusChanged,
-                        "Status REGISTERED → ACTIVE (first meaningful contact)",
-                        serde_json::json!({"oldStatus": "REGISTERED", "newStatus": "ACTIVE", "reason": "FIRST_CONTACT"}),
-                    );
-                    self.set_status(LeadStatus::Active, "FIRST_CONTACT", &mut changes, version);
-                }
-                LeadStatus::Reminder => {
-                    self.protection.reminder_at = None;
-                    self.protection.grace_until = None;
-                    changes.entry(
-                        ActivityType::Reactivated,
-                        "Reactivated by a meaningful contact",
-                        serde_json::json!({"oldStatus": "REMINDER", "newStatus": "ACTIVE", "reason": "REACTIVATED"}),
-                    );
-                    self.set_status(LeadStatus::Active, "REACTIVATED", &mut changes, version);
-                }
-                _ => {}
+            if self.protection.is_stopped() {
+                self.protection.contact_while_stopped = true;
+            } else {
+                self.contact_transition(&mut changes, version);
             }
         }
         changes
+    }
+
+    /// The automatic transition of a meaningful contact (SPEC §4.3): REGISTERED → ACTIVE
+    /// (`FIRST_CONTACT`), REMINDER → ACTIVE (`REACTIVATED`); nothing from any other status.
+    fn contact_transition(&mut self, changes: &mut Changes, version: i64) {
+        match self.status {
+            LeadStatus::Registered => {
+                changes.entry(
+                    ActivityType::StatusChanged,
+                    "Status REGISTERED → ACTIVE (first meaningful contact)",
+                    serde_json::json!({"oldStatus": "REGISTERED", "newStatus": "ACTIVE", "reason": "FIRST_CONTACT"}),
+                );
+                self.set_status(LeadStatus::Active, "FIRST_CONTACT", changes, version);
+            }
+            LeadStatus::Reminder => {
+                self.protection.reminder_at = None;
+                self.protection.grace_until = None;
+                changes.entry(
+                    ActivityType::Reactivated,
+                    "Reactivated by a meaningful contact",
+                    serde_json::json!({"oldStatus": "REMINDER", "newStatus": "ACTIVE", "reason": "REACTIVATED"}),
+                );
+                self.set_status(LeadStatus::Active, "REACTIVATED", changes, version);
+            }
+            _ => {}
+        }
     }
 
     /// Reassigns the owner (managers/admins; the access policy checks that).
@@ -596,13 +610,16 @@ impl Lead {
         if self.is_deleted() {
             return Err(ChangeError::Deleted);
         }
-        let reason = reason.trim();
-        if reason.is_empty() || reason.chars().count() > MAX_STOP_REASON {
-            return Err(ChangeError::Validation(FieldError::new(
-                "reason",
-                "must be 1-500 characters",
-            )));
-        }
+        let reason = match multiline_text("reason", Some(reason), MAX_STOP_REASON) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                return Err(ChangeError::Validation(FieldError::new(
+                    "reason",
+                    "must be 1-500 characters",
+                )));
+            }
+            Err(e) => return Err(ChangeError::Validation(e)),
+        };
         if self.protection.is_stopped() {
             return Err(ChangeError::Clock(
                 "the protection clock is already stopped",
@@ -610,7 +627,7 @@ impl Lead {
         }
         let version = self.touch(actor, now);
         self.protection.clock_stopped_at = Some(now);
-        self.protection.stop_reason = Some(reason.to_owned());
+        self.protection.stop_reason = Some(reason.clone());
         let mut changes = Changes::default();
         changes.entry(
             ActivityType::ClockStopped,
@@ -627,7 +644,8 @@ impl Lead {
     }
 
     /// Resumes the clock: the stopped duration is added to `pausedSeconds` and to a running grace
-    /// window.
+    /// window, and the transition the meaningful contacts logged while stopped would have made
+    /// happens now, with its timeline entry and event (SPEC §4.5).
     pub fn resume_clock(
         &mut self,
         actor: &Actor,
@@ -659,6 +677,9 @@ impl Lead {
                 fields: vec!["protection"],
             },
         ));
+        if std::mem::take(&mut self.protection.contact_while_stopped) {
+            self.contact_transition(&mut changes, version);
+        }
         Ok(changes)
     }
 

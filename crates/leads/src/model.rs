@@ -130,6 +130,33 @@ pub fn bounded_text(
     }
 }
 
+/// Trims an optional free text that may span lines (an activity description, a stop reason) and
+/// checks its length; empty becomes `None`. Line breaks and tabs are allowed, every other control
+/// character is refused (SPEC §9: text never holds U+0000, which PostgreSQL cannot store).
+pub fn multiline_text(
+    field: &'static str,
+    value: Option<&str>,
+    max_chars: usize,
+) -> Result<Option<String>, FieldError> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(v) if v.chars().count() > max_chars => Err(FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        )),
+        Some(v)
+            if v.chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+        {
+            Err(FieldError::new(
+                field,
+                "must not contain control characters other than line breaks and tabs",
+            ))
+        }
+        Some(v) => Ok(Some(v.to_owned())),
+    }
+}
+
 /// The legal forms stripped from the end of a company name for duplicate detection (lower-case).
 const LEGAL_FORMS: &[&str] = &[
     "gmbh & co. kg",

@@ -56,6 +56,11 @@ pub struct Protection {
     /// The part of `paused_seconds` that lay before the last meaningful contact: only pauses
     /// after the contact extend the 60-day window.
     pub paused_seconds_at_contact: i64,
+    /// A meaningful contact was logged while the clock was stopped. It made no transition then
+    /// (SPEC §4.5); the one it would have made (REGISTERED → ACTIVE `FIRST_CONTACT`, REMINDER →
+    /// ACTIVE `REACTIVATED`) happens when the clock resumes, and this is cleared.
+    #[serde(default)]
+    pub contact_while_stopped: bool,
 }
 
 /// The longest stop reason, in characters.

@@ -519,6 +519,237 @@ fn stop_the_clock_pauses_transitions_and_extends_windows() {
     );
 }
 
+fn call() -> LogActivity {
+    LogActivity {
+        activity_type: ActivityType::Call,
+        occurred_at: None,
+        description: None,
+    }
+}
+
+/// The status-change facts of the outbox: `(oldStatus, newStatus, reason)` in order.
+fn status_events(store: &InMemoryLeadStore) -> Vec<(String, String, String)> {
+    store
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == "lead.status.changed.v1")
+        .map(|e| {
+            let s = |k: &str| e.data[k].as_str().unwrap_or_default().to_owned();
+            (s("oldStatus"), s("newStatus"), s("reason"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_contact_while_stopped_is_recorded_and_activates_only_on_resume() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    clock.set(T0 + Duration::days(1));
+    block_on(svc.stop_clock(&manager(), lead.id, None, "Betriebsferien")).unwrap();
+    clock.set(T0 + Duration::days(2));
+    let (activity, l) = block_on(svc.log_activity(&r, lead.id, call())).unwrap();
+    assert!(activity.meaningful_contact);
+    assert_eq!(
+        l.status,
+        LeadStatus::Registered,
+        "no transition while stopped"
+    );
+    assert_eq!(l.last_meaningful_contact_at, Some(T0 + Duration::days(2)));
+    assert_eq!(l.last_activity_at, Some(T0 + Duration::days(2)));
+    assert!(types(&store).contains(&"lead.activity.logged.v1".to_owned()));
+    assert!(status_events(&store).is_empty());
+    assert!(
+        !store
+            .activities()
+            .iter()
+            .any(|a| a.activity_type == ActivityType::StatusChanged)
+    );
+    // a second contact while stopped still changes nothing but the contact times
+    clock.set(T0 + Duration::days(3));
+    let (_, l) = block_on(svc.log_activity(&r, lead.id, call())).unwrap();
+    assert_eq!(l.status, LeadStatus::Registered);
+
+    clock.set(T0 + Duration::days(4));
+    let l = block_on(svc.resume_clock(&manager(), lead.id, Some(l.version))).unwrap();
+    assert_eq!(l.status, LeadStatus::Active);
+    assert!(!l.protection.contact_while_stopped);
+    assert_eq!(
+        status_events(&store),
+        [(
+            "REGISTERED".to_owned(),
+            "ACTIVE".to_owned(),
+            "FIRST_CONTACT".to_owned()
+        )]
+    );
+    let ev = store.events().pop().unwrap();
+    assert_eq!(ev.event_type, "lead.status.changed.v1");
+    assert_eq!(ev.data["version"], l.version);
+    let entry = store.activities().pop().unwrap();
+    assert_eq!(entry.activity_type, ActivityType::StatusChanged);
+    assert_eq!(
+        entry.metadata,
+        serde_json::json!({"oldStatus": "REGISTERED", "newStatus": "ACTIVE", "reason": "FIRST_CONTACT"})
+    );
+    assert_eq!(entry.occurred_at, T0 + Duration::days(4));
+    // the transition happened once: resuming again is refused, a later stop/resume adds nothing
+    block_on(svc.stop_clock(&manager(), lead.id, None, "again")).unwrap();
+    let l = block_on(svc.resume_clock(&manager(), lead.id, None)).unwrap();
+    assert_eq!(l.status, LeadStatus::Active);
+    assert_eq!(status_events(&store).len(), 1);
+}
+
+#[test]
+fn a_note_while_stopped_makes_no_transition_on_resume() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    block_on(svc.stop_clock(&manager(), lead.id, None, "Betriebsferien")).unwrap();
+    let note = LogActivity {
+        activity_type: ActivityType::Note,
+        occurred_at: None,
+        description: Some("internal".into()),
+    };
+    block_on(svc.log_activity(&r, lead.id, note)).unwrap();
+    let l = block_on(svc.resume_clock(&manager(), lead.id, None)).unwrap();
+    assert_eq!(l.status, LeadStatus::Registered);
+    assert!(status_events(&store).is_empty());
+}
+
+#[test]
+fn a_contact_while_stopped_reactivates_a_reminder_on_resume() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    block_on(svc.log_activity(&r, lead.id, call())).unwrap();
+    clock.set(T0 + Duration::days(60));
+    block_on(svc.sweep(10)).unwrap();
+    let l = block_on(svc.get(&r, lead.id)).unwrap();
+    assert_eq!(l.status, LeadStatus::Reminder);
+    let reminder_at = l.protection.reminder_at;
+    assert!(reminder_at.is_some());
+    clock.set(T0 + Duration::days(61));
+    block_on(svc.stop_clock(&manager(), lead.id, None, "Betriebsferien")).unwrap();
+    clock.set(T0 + Duration::days(62));
+    let meeting = LogActivity {
+        activity_type: ActivityType::Meeting,
+        occurred_at: None,
+        description: None,
+    };
+    let (_, l) = block_on(svc.log_activity(&r, lead.id, meeting)).unwrap();
+    assert_eq!(
+        l.status,
+        LeadStatus::Reminder,
+        "no transition while stopped"
+    );
+    assert_eq!(l.protection.reminder_at, reminder_at);
+    assert_eq!(l.last_meaningful_contact_at, Some(T0 + Duration::days(62)));
+    assert!(
+        !store
+            .activities()
+            .iter()
+            .any(|a| a.activity_type == ActivityType::Reactivated)
+    );
+    // the grace window would have passed by now on a running clock; stopped, nothing happens
+    clock.set(T0 + Duration::days(90));
+    assert_eq!(block_on(svc.sweep(10)).unwrap().transitions, 0);
+    let l = block_on(svc.resume_clock(&manager(), lead.id, None)).unwrap();
+    assert_eq!(l.status, LeadStatus::Active);
+    assert_eq!(l.protection.reminder_at, None);
+    assert_eq!(l.protection.grace_until, None);
+    let entry = store.activities().pop().unwrap();
+    assert_eq!(entry.activity_type, ActivityType::Reactivated);
+    assert_eq!(entry.metadata["reason"], "REACTIVATED");
+    assert_eq!(
+        status_events(&store).last().unwrap(),
+        &(
+            "REMINDER".to_owned(),
+            "ACTIVE".to_owned(),
+            "REACTIVATED".to_owned()
+        )
+    );
+    // running again: the next reminder is 60 days (plus the pause after it) after the contact
+    assert_eq!(block_on(svc.sweep(10)).unwrap().transitions, 0);
+}
+
+#[test]
+fn manual_closing_moves_while_stopped_still_work() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let to = |s: LeadStatus| LeadPatch {
+        status: Some(s),
+        ..LeadPatch::default()
+    };
+    // REGISTERED → QUALIFIED → CONVERTED while stopped
+    let a = create(&svc, &r, data("Alpha")).unwrap();
+    block_on(svc.stop_clock(&manager(), a.id, None, "pause")).unwrap();
+    let l = block_on(svc.update(&r, a.id, None, to(LeadStatus::Qualified))).unwrap();
+    assert_eq!(l.status, LeadStatus::Qualified);
+    let l = block_on(svc.update(&r, a.id, None, to(LeadStatus::Converted))).unwrap();
+    assert_eq!(l.status, LeadStatus::Converted);
+    // a contact logged while stopped, then LOST: resume makes no further transition
+    let b = create(&svc, &r, data("Beta")).unwrap();
+    block_on(svc.stop_clock(&manager(), b.id, None, "pause")).unwrap();
+    block_on(svc.log_activity(&r, b.id, call())).unwrap();
+    let l = block_on(svc.update(&r, b.id, None, to(LeadStatus::Lost))).unwrap();
+    assert_eq!(l.status, LeadStatus::Lost);
+    let l = block_on(svc.resume_clock(&manager(), b.id, None)).unwrap();
+    assert_eq!(l.status, LeadStatus::Lost);
+    // other moves stay refused while stopped
+    let c = create(&svc, &r, data("Gamma")).unwrap();
+    block_on(svc.stop_clock(&manager(), c.id, None, "pause")).unwrap();
+    assert!(matches!(
+        block_on(svc.update(&r, c.id, None, to(LeadStatus::Active))),
+        Err(LeadError::Transition(TransitionError::ClockStopped))
+    ));
+    let reasons: Vec<_> = status_events(&store).into_iter().map(|e| e.2).collect();
+    assert_eq!(reasons, ["MANUAL", "MANUAL", "MANUAL"]);
+}
+
+#[test]
+fn a_stop_reason_with_nul_or_control_characters_is_refused_and_changes_nothing() {
+    let (svc, store, _) = setup();
+    let lead = create(&svc, &rep("r1"), data("Alpha")).unwrap();
+    for bad in [
+        "Ferien\u{0}",
+        "\u{0}",
+        "a\u{1b}b",
+        "",
+        "   ",
+        &"x".repeat(501),
+    ] {
+        match block_on(svc.stop_clock(&manager(), lead.id, None, bad)) {
+            Err(LeadError::Validation(errors)) => assert_eq!(errors[0].field, "reason"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    assert_eq!(block_on(svc.get(&manager(), lead.id)).unwrap(), lead);
+    assert_eq!(store.events().len(), 1);
+    let l = block_on(svc.stop_clock(&manager(), lead.id, None, " Ferien\n\tbis Januar ")).unwrap();
+    assert_eq!(
+        l.protection.stop_reason.as_deref(),
+        Some("Ferien\n\tbis Januar")
+    );
+}
+
+#[test]
+fn a_description_with_nul_is_refused_and_changes_nothing() {
+    let (svc, store, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    let bad = LogActivity {
+        activity_type: ActivityType::Call,
+        occurred_at: None,
+        description: Some("Anruf\u{0}".into()),
+    };
+    assert!(matches!(
+        block_on(svc.log_activity(&r, lead.id, bad)),
+        Err(LeadError::Validation(_))
+    ));
+    assert_eq!(block_on(svc.get(&r, lead.id)).unwrap(), lead);
+    assert_eq!(store.activities().len(), 1);
+}
+
 #[test]
 fn reassign_is_manager_only_and_emits_owner_changed() {
     let (svc, store, _) = setup();
@@ -666,6 +897,142 @@ proptest! {
         prop_assert!(matches!(block_on(svc.log_activity(&stranger, lead.id, call)), Err(LeadError::NotFound)));
         prop_assert_eq!(block_on(svc.list(&stranger, &LeadQuery::default())).unwrap().total, 0);
         prop_assert_eq!(store.events().len(), 1);
+    }
+}
+
+/// A command applied to a lead whose clock is stopped (and to its running twin).
+#[derive(Debug, Clone)]
+enum Command {
+    /// Log an activity, backdated by some seconds.
+    Log(ActivityType, i64),
+    /// A manual status move (PATCH `status`).
+    Move(LeadStatus),
+    /// The protection sweep.
+    Sweep,
+    /// Time passes (seconds).
+    Wait(i64),
+}
+
+fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        // Backdated up to a week (so also before the reminder), and at most 18 h a step for 12
+        // steps: the twin stays inside its 60-day and 10-day windows, so its sweep never moves it
+        // and the comparison is about the contacts alone (the property asserts that too).
+        3 => (crate::testing::user_activity_type(), 0i64..7 * 86_400)
+            .prop_map(|(t, back)| Command::Log(t, back)),
+        2 => crate::testing::status().prop_map(Command::Move),
+        1 => Just(Command::Sweep),
+        1 => (0i64..18 * 3_600).prop_map(Command::Wait),
+    ]
+}
+
+/// Whether SPEC §4.3 lets a user move `from` → `to` while the clock is stopped (written out
+/// independently of the status table).
+fn spec_allows_while_stopped(from: LeadStatus, to: LeadStatus) -> bool {
+    use LeadStatus::*;
+    matches!(
+        (from, to),
+        (
+            Registered | Active | Reminder | GracePeriod,
+            Qualified | Lost
+        ) | (Qualified, Converted | Lost)
+    )
+}
+
+fn status_changes(changes: &crate::lead::Changes) -> Vec<(LeadStatus, LeadStatus, String)> {
+    changes
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            crate::events::LeadEvent::StatusChanged { old, new, reason } => {
+                Some((*old, *new, reason.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// SPEC §4.5 stop-the-clock: while stopped the status moves only by the manual moves allowed
+    /// while stopped, contacts are still recorded; on resume the status is what the same accepted
+    /// commands produce on a twin whose clock kept running.
+    #[test]
+    fn a_stopped_clock_defers_contact_transitions_to_resume(
+        d in lead_data(),
+        t0 in instant(),
+        start in 0u8..3,
+        commands in proptest::collection::vec(command(), 0..12),
+    ) {
+        let policy = ProtectionPolicy::default();
+        let m = manager();
+        let (mut lead, _) = Lead::register(uuid::Uuid::nil(), d, &rep("r1"), None, t0).unwrap();
+        let mut now = t0;
+        match start {
+            0 => {}
+            1 => { lead.record_activity(ActivityType::Call, now, &m, now); }
+            _ => {
+                now += policy.inactivity;
+                lead.sweep(now, &policy);
+                prop_assert_eq!(lead.status, LeadStatus::Reminder);
+            }
+        }
+        let mut twin = lead.clone();
+        lead.stop_clock("pause", &m, now).unwrap();
+        let mut stopped_log = Vec::new();
+        let mut twin_log = Vec::new();
+        let mut manual_moves = 0;
+        for c in commands {
+            let before = lead.status;
+            match c {
+                Command::Log(t, back) => {
+                    let at = now - Duration::seconds(back);
+                    stopped_log.extend(status_changes(&lead.record_activity(t, at, &m, now)));
+                    twin_log.extend(status_changes(&twin.record_activity(t, at, &m, now)));
+                    // the contact is recorded exactly as on a running clock
+                    prop_assert_eq!(lead.last_meaningful_contact_at, twin.last_meaningful_contact_at);
+                    prop_assert_eq!(lead.last_activity_at, twin.last_activity_at);
+                    prop_assert_eq!(lead.status, before);
+                }
+                Command::Move(to) => {
+                    let patch = LeadPatch { status: Some(to), ..LeadPatch::default() };
+                    match lead.apply_patch(patch.clone(), &m, now) {
+                        Ok(ch) if lead.status != before => {
+                            prop_assert!(spec_allows_while_stopped(before, to), "{} -> {}", before, to);
+                            prop_assert_eq!(lead.status, to);
+                            stopped_log.extend(status_changes(&ch));
+                            // the twin takes the same move; from its status the table allows it too
+                            let ch = twin.apply_patch(patch, &m, now);
+                            prop_assert!(ch.is_ok(), "twin refused {} -> {}: {:?}", twin.status, to, ch);
+                            twin_log.extend(status_changes(&ch.unwrap()));
+                            manual_moves += 1;
+                        }
+                        _ => prop_assert_eq!(lead.status, before),
+                    }
+                }
+                Command::Sweep => {
+                    prop_assert!(lead.sweep(now, &policy).is_empty());
+                    prop_assert!(twin.sweep(now, &policy).is_empty(), "the twin must not be swept");
+                }
+                Command::Wait(s) => now += Duration::seconds(s),
+            }
+            prop_assert!(lead.protection.is_stopped());
+        }
+        let resumed = lead.resume_clock(&m, now).unwrap();
+        stopped_log.extend(status_changes(&resumed));
+        prop_assert!(!lead.protection.contact_while_stopped);
+        prop_assert_eq!(lead.status, twin.status);
+        prop_assert_eq!(lead.protection.reminder_at, twin.protection.reminder_at);
+        if manual_moves == 0 {
+            // the same transitions with the same reasons, only later
+            prop_assert_eq!(stopped_log, twin_log);
+        }
+        // a second stop/resume has nothing left to apply
+        let status = lead.status;
+        lead.stop_clock("again", &m, now).unwrap();
+        prop_assert!(status_changes(&lead.resume_clock(&m, now).unwrap()).is_empty());
+        prop_assert_eq!(lead.status, status);
     }
 }
 

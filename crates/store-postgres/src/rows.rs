@@ -27,8 +27,8 @@ pub(crate) const LEAD_COLUMNS: &str = "\
     l.source_campaign, l.email_consent, l.email_consent_at, l.territory_id, l.status, \
     l.owner_user_id, l.collaborator_user_ids, l.registered_at, l.last_activity_at, \
     l.last_meaningful_contact_at, l.reminder_at, l.grace_until, l.clock_stopped_at, \
-    l.stop_reason, l.paused_seconds, l.paused_seconds_at_contact, l.created_at, l.created_by, \
-    l.updated_at, l.updated_by, \
+    l.stop_reason, l.paused_seconds, l.paused_seconds_at_contact, l.contact_while_stopped, \
+    l.created_at, l.created_by, l.updated_at, l.updated_by, \
     f3.status as t3_status, f3.processed_at as t3_processed_at, f3.reason as t3_reason, \
     f7.status as t7_status, f7.processed_at as t7_processed_at, f7.reason as t7_reason";
 
@@ -73,6 +73,7 @@ pub(crate) const LEAD_WRITE_COLUMNS: &[(&str, &str)] = &[
     ("stop_reason", "{}"),
     ("paused_seconds", "{}"),
     ("paused_seconds_at_contact", "{}"),
+    ("contact_while_stopped", "{}"),
     ("created_at", "{}"),
     ("created_by", "{}"),
     ("updated_at", "{}"),
@@ -183,6 +184,7 @@ pub(crate) fn lead(row: &PgRow) -> Result<Lead, StoreError> {
             stop_reason: get(row, "stop_reason")?,
             paused_seconds: get(row, "paused_seconds")?,
             paused_seconds_at_contact: get(row, "paused_seconds_at_contact")?,
+            contact_while_stopped: get(row, "contact_while_stopped")?,
         },
         follow_ups: FollowUpMarks {
             t3: mark(row, "t3")?,

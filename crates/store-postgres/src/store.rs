@@ -249,6 +249,7 @@ fn bind_lead<'q>(
         .bind(p.stop_reason.clone())
         .bind(p.paused_seconds)
         .bind(p.paused_seconds_at_contact)
+        .bind(p.contact_while_stopped)
         .bind(lead.created_at)
         .bind(lead.created_by.as_str().to_owned())
         .bind(lead.updated_at)

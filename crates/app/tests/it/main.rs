@@ -2,7 +2,9 @@
 //! test (SPEC §2, §4, §5, §9), and the real `freshplan` binary where the process is the point.
 
 mod api;
+mod bad_input;
 mod client;
+mod clock;
 mod cockpit_browser;
 mod events;
 #[cfg(unix)] // SIGKILL
@@ -22,3 +24,4 @@ mod process;
 mod replicas;
 mod robustness;
 mod sse_client;
+mod sse_expiry;

@@ -54,6 +54,7 @@ async fn a_full_lead_round_trips(pool_opts: PgPoolOptions, opts: PgConnectOption
         stop_reason: Some("Betriebsferien".into()),
         paused_seconds: 86_400,
         paused_seconds_at_contact: 3_600,
+        contact_while_stopped: true,
     };
     full.created_at = NOW - Duration::days(80);
     full.created_by = uid("importer");
