@@ -4,8 +4,13 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
+
+use freshplan_client::api::health::State;
+use freshplan_client::events::{CloudEvent, Cursor, EventQuery};
+use freshplan_client::sse::{Connection, Message};
 
 use crate::helpers::*;
 use crate::sse_client::{Item, SseClient, ids, settled_feed, whole_feed};
@@ -30,15 +35,22 @@ async fn feed(app: &TestApp, tok: &str, query: &str) -> reqwest::Response {
     app.get(tok, &format!("/api/events{query}")).await
 }
 
-async fn page(app: &TestApp, query: &str) -> (Vec<Value>, String) {
-    let r = feed(app, &admin(), query).await;
-    assert_eq!(r.status(), 200, "{query}");
-    assert_eq!(r.headers()["cache-control"], "no-store");
-    let v: Value = r.json().await.unwrap();
+/// A page of the feed through the client, its events written back as JSON: comparing them
+/// with the raw JSON of the stream's messages (and of the raw pages) checks that the typed
+/// CloudEvent is true to the wire.
+async fn page(app: &TestApp, query: EventQuery) -> (Vec<Value>, String) {
+    let page = app.api(&admin()).events().page(&query).await.unwrap();
     (
-        v["events"].as_array().unwrap().clone(),
-        v["nextCursor"].as_str().unwrap().to_owned(),
+        page.events
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect(),
+        page.next_cursor,
     )
+}
+
+fn events_after(cursor: &str) -> EventQuery {
+    EventQuery::new().after(Cursor::new(cursor))
 }
 
 /// Waits until the feed shows every committed event (see [`settled_feed`]).
@@ -60,14 +72,17 @@ fn stream_url(app: &TestApp, query: &str) -> String {
 #[actix_web::test]
 async fn the_feed_pages_in_commit_order_and_next_cursor_is_where_to_resume() {
     let app = spawn_app().await;
-    // Nothing yet: an empty page, the start cursor.
-    let (events, next) = page(&app, "").await;
+    // Nothing yet: an empty page, the start cursor; never cached.
+    let r = feed(&app, &admin(), "").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let (events, next) = page(&app, EventQuery::new()).await;
     assert!(events.is_empty());
     assert_eq!(next, "0-0");
 
     let leads = create_leads(&app, "Feed", 5).await;
     settle(&app).await;
-    let (all, last) = page(&app, "").await;
+    let (all, last) = page(&app, EventQuery::new()).await;
     assert_eq!(
         subjects(&all),
         leads,
@@ -85,20 +100,20 @@ async fn the_feed_pages_in_commit_order_and_next_cursor_is_where_to_resume() {
     let (paged, paged_last) = whole_feed(&app.client, &app.base, &admin(), 2).await;
     assert_eq!(paged, all);
     assert_eq!(paged_last, last);
-    let (first_two, cursor_two) = page(&app, "?limit=2").await;
+    let (first_two, cursor_two) = page(&app, EventQuery::new().limit(2)).await;
     assert_eq!(first_two, all[..2]);
-    let (rest, rest_cursor) = page(&app, &format!("?after={cursor_two}")).await;
+    let (rest, rest_cursor) = page(&app, events_after(&cursor_two)).await;
     assert_eq!(rest, all[2..]);
     assert_eq!(rest_cursor, last);
     // Nothing new: empty, nextCursor unchanged (always present).
-    let (none, same) = page(&app, &format!("?after={last}")).await;
+    let (none, same) = page(&app, events_after(&last)).await;
     assert!(none.is_empty());
     assert_eq!(same, last);
 
     // A change later: exactly it, after the cursor the client holds.
     let sixth = create_leads(&app, "Feed late", 1).await;
     settle(&app).await;
-    let (new, newest) = page(&app, &format!("?after={last}")).await;
+    let (new, newest) = page(&app, events_after(&last)).await;
     assert_eq!(subjects(&new), sixth);
     assert_ne!(newest, last);
 
@@ -115,19 +130,30 @@ async fn the_feed_pages_in_commit_order_and_next_cursor_is_where_to_resume() {
         .unwrap();
     assert_eq!(r.status(), 201);
     settle(&app).await;
-    let (notes, _) = page(&app, "?type=lead.activity.logged.v1").await;
+    let (notes, _) = page(
+        &app,
+        EventQuery::new().event_type("lead.activity.logged.v1"),
+    )
+    .await;
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0]["subject"], leads[0].as_str());
-    let (created, _) = page(&app, "?type=lead.created.v1&limit=1000").await;
+    let (created, _) = page(
+        &app,
+        EventQuery::new().event_type("lead.created.v1").limit(1000),
+    )
+    .await;
     assert_eq!(created.len(), 6);
-    let (after_filter, _) = page(&app, &format!("?type=lead.created.v1&after={last}")).await;
+    let (after_filter, _) = page(&app, events_after(&last).event_type("lead.created.v1")).await;
     assert_eq!(subjects(&after_filter), sixth);
 
     // The service role reads the same feed.
-    let r = feed(&app, &service(), "?limit=1000").await;
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["events"].as_array().unwrap().len(), 7);
+    let all = app
+        .api(&service())
+        .events()
+        .page(&EventQuery::new().limit(1000))
+        .await
+        .unwrap();
+    assert_eq!(all.events.len(), 7);
 }
 
 #[actix_web::test]
@@ -165,7 +191,15 @@ async fn the_feed_refuses_bad_queries_with_400_and_other_roles_with_403() {
         token("viewer-1", &["viewer"], &["DE"]),
     ] {
         problem(feed(&app, &tok, "").await, 403).await;
-        problem(app.get(&tok, "/api/events/stream").await, 403).await;
+        let events = app.api(&tok).events();
+        let e = events.page(&EventQuery::new()).await.unwrap_err();
+        assert!(e.is_forbidden(), "{e}");
+        let e = events.stream(None, None).await.unwrap_err();
+        assert!(e.is_forbidden(), "{e}");
+        // the consumer ends with it (no retry can help)
+        let mut consumer = events.consumer().into_stream();
+        assert!(consumer.next().await.unwrap().unwrap_err().is_forbidden());
+        assert!(consumer.next().await.is_none());
     }
     let r = app
         .client
@@ -174,6 +208,22 @@ async fn the_feed_refuses_bad_queries_with_400_and_other_roles_with_403() {
         .await
         .unwrap();
     problem(r, 401).await;
+    let anonymous = app.api("");
+    anonymous.clear_token();
+    let e = anonymous
+        .events()
+        .page(&EventQuery::new())
+        .await
+        .unwrap_err();
+    assert!(e.is_unauthorized(), "{e}");
+    // a typed query out of range is 400 naming the parameter
+    let e = app
+        .api(&admin())
+        .events()
+        .page(&EventQuery::new().limit(1001))
+        .await
+        .unwrap_err();
+    assert_eq!(e.field_error("limit"), Some("must be between 1 and 1000"));
 
     // The stream: a bad cursor in the query or in Last-Event-ID, `limit` (not a stream
     // parameter) and unknown types are 400.
@@ -200,7 +250,7 @@ async fn the_stream_sends_events_committed_after_connecting_with_their_cursor_as
     let before = create_leads(&app, "Vorher", 2).await;
     settle(&app).await;
     let mut sse = SseClient::connect(&app.client, &stream_url(&app, ""), &admin(), None).await;
-    let (_, cursor_at_connect) = page(&app, "").await;
+    let (_, cursor_at_connect) = page(&app, EventQuery::new()).await;
 
     let after = create_leads(&app, "Nachher", 3).await;
     let mut got = Vec::new();
@@ -225,7 +275,7 @@ async fn the_stream_sends_events_committed_after_connecting_with_their_cursor_as
     let mut previous = cursor_at_connect;
     for (m, e) in got.iter().zip(&events) {
         let id = m.id.clone().expect("id: is set");
-        let (one, next) = page(&app, &format!("?limit=1&after={previous}")).await;
+        let (one, next) = page(&app, events_after(&previous).limit(1)).await;
         assert_eq!(one, vec![e.clone()]);
         assert_eq!(next, id);
         previous = id;
@@ -273,32 +323,34 @@ async fn last_event_id_resumes_with_exactly_the_missed_events_in_order() {
 
     let missed = create_leads(&app, "Verpasst", 4).await;
     let last_seen = second.id.clone().unwrap();
-    // Resume with Last-Event-ID (what EventSource sends on reconnect): exactly the four, in
-    // order, then live events.
-    let mut resumed = SseClient::connect(
-        &app.client,
-        &stream_url(&app, ""),
-        &admin(),
-        Some(&last_seen),
-    )
-    .await;
+    // Resume with Last-Event-ID (what EventSource sends on reconnect; here the client's raw
+    // stream): exactly the four, in order, then live events.
+    let mut resumed = app
+        .api(&admin())
+        .events()
+        .stream(Some(&Cursor::new(last_seen.clone())), None)
+        .await
+        .unwrap();
     let mut got = Vec::new();
     for _ in 0..4 {
-        got.push(
-            resumed
-                .next_message(Duration::from_secs(10))
-                .await
-                .unwrap()
-                .json(),
-        );
+        let m = next_event(&mut resumed, Duration::from_secs(10))
+            .await
+            .expect("an event within 10 s");
+        assert!(m.event.is_none() && m.id.is_some());
+        got.push(serde_json::from_str::<CloudEvent>(&m.data).unwrap());
     }
-    assert_eq!(subjects(&got), missed);
+    let got_subjects: Vec<String> = got.iter().map(|e| e.subject.clone().unwrap()).collect();
+    assert_eq!(got_subjects, missed);
+    assert!(got.iter().all(|e| e.event_type == "lead.created.v1"));
     let live = create_leads(&app, "Live", 1).await;
-    let m = resumed.next_message(Duration::from_secs(10)).await.unwrap();
-    assert_eq!(subjects(&[m.json()]), live);
+    let m = next_event(&mut resumed, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let live_event: CloudEvent = serde_json::from_str(&m.data).unwrap();
+    assert_eq!(live_event.subject.as_deref(), Some(live[0].as_str()));
+    assert_eq!(resumed.last_event_id(), m.id.unwrap());
     assert!(
-        resumed
-            .next_message(Duration::from_millis(700))
+        next_event(&mut resumed, Duration::from_millis(700))
             .await
             .is_none()
     );
@@ -338,6 +390,15 @@ async fn last_event_id_resumes_with_exactly_the_missed_events_in_order() {
     .await;
     let m = both.next_message(Duration::from_secs(10)).await.unwrap();
     assert_eq!(m.json()["subject"], missed[0].as_str());
+}
+
+/// The next message of a client stream within `limit` (`None`: none came); panics when the
+/// stream ends.
+async fn next_event(conn: &mut Connection, limit: Duration) -> Option<Message> {
+    let m = tokio::time::timeout(limit, conn.next_message())
+        .await
+        .ok()?;
+    Some(m.unwrap().expect("the event stream ended"))
 }
 
 #[actix_web::test]
@@ -480,7 +541,7 @@ async fn with_events_off_the_outbox_is_still_written_and_read_but_not_streamed()
     assert_eq!(body["eventListener"], "OFF");
     let leads = create_leads(&app, "Ohne Pipeline", 2).await;
     settle(&app).await;
-    let (all, _) = page(&app, "").await;
+    let (all, _) = page(&app, EventQuery::new()).await;
     assert_eq!(subjects(&all), leads);
     let v = problem(app.get(&admin(), "/api/events/stream").await, 503).await;
     assert!(
@@ -559,11 +620,17 @@ async fn ready_is_503_while_the_event_listener_is_down_and_the_stream_catches_up
     };
     assert_eq!(down["database"], "UP");
     assert_eq!(down["eventListener"], "DOWN");
+    // The client reads the 503 as a health report.
+    let health = app.api(&admin()).health().ready().await.unwrap();
+    assert_eq!(
+        (health.status, health.database, health.event_listener),
+        (State::Down, Some(State::Up), Some(State::Down))
+    );
     assert_eq!(down["detail"], "The event listener is not connected.");
     // Writes go on (the outbox is part of the transaction); the feed reads them.
     let during = create_leads(&app, "Waehrend", 2).await;
     settle(&app).await;
-    let (all, _) = page(&app, "").await;
+    let (all, _) = page(&app, EventQuery::new()).await;
     assert_eq!(subjects(&all), during);
     let started = Instant::now();
     while !metrics()

@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use freshplan_app::config::{Config, FollowUpClock};
 use freshplan_app::followups::FollowUps;
+use freshplan_client::mails::MailQuery;
 use freshplan_followup::Stage;
 use freshplan_followup::unsubscribe::{DEVELOPMENT_SECRET, UnsubscribeToken};
 use freshplan_kernel::{Actor, Clock, TerritoryId};
@@ -145,7 +146,7 @@ async fn run(app: &TestApp, tok: &str) -> Response {
 }
 
 async fn run_ok(app: &TestApp) -> Value {
-    json_ok(run(app, &admin()).await).await
+    app.api(&admin()).followups().run().await.unwrap()
 }
 
 fn counts(report: &Value) -> (u64, u64, u64) {
@@ -451,15 +452,24 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     assert!(text.contains(link) && mail["html"].as_str().unwrap().contains(link));
 
     // The listing's filters and refusals.
+    let api = app.api(&adm);
+    let lead_id = |l: &str| Uuid::parse_str(l).unwrap();
     for (query, n) in [
-        ("?status=QUEUED", 1),
-        ("?status=SENT", 0),
-        (&format!("?leadId={b}") as &str, 0),
-        (&format!("?leadId={a}&status=QUEUED&limit=1") as &str, 1),
+        (MailQuery::new().status("QUEUED"), 1),
+        (MailQuery::new().status("SENT"), 0),
+        (MailQuery::new().lead_id(lead_id(&b)), 0),
+        (
+            MailQuery::new()
+                .lead_id(lead_id(&a))
+                .status("QUEUED")
+                .limit(1),
+            1,
+        ),
     ] {
-        let p = json_ok(app.get(&adm, &format!("/api/mails{query}")).await).await;
-        assert_eq!(p["mails"].as_array().unwrap().len(), n, "{query}");
+        let p = api.mails().list(&query).await.unwrap();
+        assert_eq!(p["mails"].as_array().unwrap().len(), n, "{query:?}");
     }
+    assert_eq!(api.mails().get(lead_id(&mail_id)).await.unwrap(), mail);
     for query in [
         "?status=sent",
         "?limit=0",
@@ -487,6 +497,8 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
             .send()
     };
     problem(requeue(mail_id.clone()).await.unwrap(), 409).await; // QUEUED, not DEAD
+    let e = api.mails().requeue(lead_id(&mail_id)).await.unwrap_err();
+    assert!(e.is_conflict() && e.slug() == Some("mail-not-dead"), "{e}");
 
     // Nothing is processed twice.
     let second = run_ok(&app).await;
@@ -508,6 +520,9 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
             .unwrap()
             .ends_with("/followup-run-in-progress")
     );
+    let e = api.followups().run().await.unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    assert_eq!(e.slug(), Some("followup-run-in-progress"));
     guard.release().await.unwrap();
     pool.close().await;
     let third = run_ok(&app).await;
@@ -528,7 +543,7 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     );
     assert_eq!(runs[2]["t3Count"], 1);
     assert_eq!(runs[2]["skippedCount"], 1);
-    let one = json_ok(app.get(&adm, "/api/followups/runs?limit=1").await).await;
+    let one = api.followups().runs(Some(1)).await.unwrap();
     assert_eq!(one["runs"].as_array().unwrap().len(), 1);
     assert_eq!(one["runs"][0]["runId"], expected[0]);
     for tok in [manager_de(), manager_ch()] {
@@ -922,10 +937,18 @@ async fn figures_are(
     scope: &str,
 ) {
     let path = format!("/api/dashboard/followup{query}");
+    let territory = match query {
+        "" => None,
+        q => Some(
+            q.strip_prefix("?territory=")
+                .expect("only a territory filter"),
+        ),
+    };
+    let dashboard = app.api(tok).dashboard();
     eventually(
         Duration::from_secs(5),
         &format!("figures of {path}"),
-        || async { json_ok(app.get(tok, &path).await).await },
+        || async { dashboard.followup(territory).await.unwrap() },
         |f| {
             (
                 f["pendingT3"].as_u64().unwrap(),

@@ -119,6 +119,13 @@ impl TestApp {
             .bearer_auth(tok)
     }
 
+    /// The typed client of this app with `tok` (sharing the test's connection pool).
+    pub(crate) fn api(&self, tok: &str) -> freshplan_client::Client {
+        freshplan_client::Client::with_http(self.client.clone(), &self.base)
+            .unwrap()
+            .with_token(tok)
+    }
+
     pub(crate) async fn create(&self, tok: &str, body: Value) -> Response {
         self.req(Method::POST, "/api/leads", tok)
             .json(&body)
@@ -147,6 +154,16 @@ impl TestApp {
 
 pub(crate) fn lead(name: &str) -> Value {
     json!({"companyName": name, "countryCode": "DE", "city": "Berlin", "postalCode": "10115"})
+}
+
+/// [`lead`] as the typed create body.
+pub(crate) fn new_lead(name: &str) -> freshplan_client::api::leads::LeadCreate {
+    freshplan_client::api::leads::LeadCreate {
+        country_code: Some("DE".into()),
+        city: Some("Berlin".into()),
+        postal_code: Some("10115".into()),
+        ..freshplan_client::api::leads::LeadCreate::new(name)
+    }
 }
 
 pub(crate) async fn problem(r: Response, status: u16) -> Value {

@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod client;
 mod clock;
 mod cockpit_browser;
 mod events;
@@ -10,6 +11,7 @@ mod events;
 mod followup_replicas;
 mod followups;
 mod helpers;
+mod http_proxy;
 mod jwks_url;
 mod jwt;
 mod keys;
