@@ -1,11 +1,24 @@
-//! The cockpit figures (SPEC §8). The body is `serde_json::Value` until the API crate has it
-//! (see [`crate::interim`]): `{pendingT3, pendingT7, sentToday, conversionRate, scope,
-//! generatedAt}`.
+//! The cockpit figures (SPEC §8): [`freshplan_api::followups`]' [`FollowUpFigures`], from
+//! `GET /api/dashboard/followup` and from each `followup-metrics` message of its stream.
+//!
+//! ```no_run
+//! # async fn run(client: freshplan_client::Client) -> freshplan_client::Result<()> {
+//! use futures_util::TryStreamExt;
+//!
+//! let figures = client.dashboard().followup(Some("DE")).await?;
+//! println!("{} leads wait for T+3 ({:?})", figures.pending_t3, figures.scope);
+//! let mut changes = client.dashboard().followup_stream(None).await?;
+//! while let Some(figures) = changes.try_next().await? {
+//!     println!("{} sent today, {} % converted", figures.sent_today, figures.conversion_rate);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
+use freshplan_api::followups::FollowUpFigures;
 use futures_util::StreamExt;
 use futures_util::stream::{self, BoxStream};
 use reqwest::Method;
-use serde_json::Value;
 
 use crate::sse::{Connection, Item};
 use crate::{Client, Error, Result};
@@ -26,7 +39,7 @@ impl Dashboard {
 
     /// `GET /api/dashboard/followup`: the figures of the caller's scope, optionally narrowed to
     /// one territory (`DE`, `CH`).
-    pub async fn followup(&self, territory: Option<&str>) -> Result<Value> {
+    pub async fn followup(&self, territory: Option<&str>) -> Result<FollowUpFigures> {
         let mut rb = self
             .client
             .request(Method::GET, &["api", "dashboard", "followup"]);
@@ -41,7 +54,7 @@ impl Dashboard {
     pub async fn followup_stream(
         &self,
         territory: Option<&str>,
-    ) -> Result<BoxStream<'static, Result<Value>>> {
+    ) -> Result<BoxStream<'static, Result<FollowUpFigures>>> {
         let mut rb = self
             .client
             .request(Method::GET, &["api", "dashboard", "followup-stream"])

@@ -1,23 +1,34 @@
-//! The mail outbox (admins; SPEC §6). The bodies are `serde_json::Value` until
-//! `freshplan_api::mails` lands (see [`crate::interim`]).
+//! The mail outbox (admins; SPEC §6). The bodies are [`freshplan_api::mails`]' [`MailPage`]
+//! (summaries without bodies) and [`Mail`].
 
+use freshplan_api::mails::{Mail, MailPage, MailStatus};
 use reqwest::Method;
-use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{Client, Result};
+use crate::{Client, Result, wire_name};
 
 /// The query of `GET /api/mails`.
 ///
 /// ```
+/// use freshplan_client::api::mails::MailStatus;
 /// use freshplan_client::mails::MailQuery;
 ///
-/// let q = MailQuery::new().status("DEAD").limit(20);
-/// assert_eq!(q.pairs(), vec![("status", "DEAD".to_owned()), ("limit", "20".to_owned())]);
+/// let lead = uuid::Uuid::nil();
+/// let q = MailQuery::new().status(MailStatus::Dead).lead_id(lead).limit(20).after("c-1");
+/// assert_eq!(
+///     q.pairs(),
+///     vec![
+///         ("status", "DEAD".to_owned()),
+///         ("leadId", lead.to_string()),
+///         ("limit", "20".to_owned()),
+///         ("after", "c-1".to_owned()),
+///     ]
+/// );
+/// assert!(MailQuery::new().pairs().is_empty());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailQuery {
-    status: Option<String>,
+    status: Option<MailStatus>,
     lead_id: Option<Uuid>,
     limit: Option<u32>,
     after: Option<String>,
@@ -29,9 +40,9 @@ impl MailQuery {
         MailQuery::default()
     }
 
-    /// `QUEUED`, `SENT` or `DEAD`.
-    pub fn status(mut self, status: impl Into<String>) -> MailQuery {
-        self.status = Some(status.into());
+    /// Only mails in this state.
+    pub fn status(mut self, status: MailStatus) -> MailQuery {
+        self.status = Some(status);
         self
     }
 
@@ -57,7 +68,7 @@ impl MailQuery {
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut pairs = Vec::new();
         if let Some(s) = &self.status {
-            pairs.push(("status", s.clone()));
+            pairs.push(("status", wire_name(s)));
         }
         if let Some(l) = self.lead_id {
             pairs.push(("leadId", l.to_string()));
@@ -83,9 +94,9 @@ impl Mails {
         Mails { client }
     }
 
-    /// `GET /api/mails`: `{mails: […], nextCursor}` (without bodies; `nextCursor` null on the
-    /// last page).
-    pub async fn list(&self, query: &MailQuery) -> Result<Value> {
+    /// `GET /api/mails`: a page of mails without their bodies, newest first; its `next_cursor`
+    /// (`None` on the last page) goes into [`MailQuery::after`] for the next.
+    pub async fn list(&self, query: &MailQuery) -> Result<MailPage> {
         let rb = self
             .client
             .request(Method::GET, &["api", "mails"])
@@ -94,16 +105,16 @@ impl Mails {
     }
 
     /// `GET /api/mails/{id}`: one mail with its bodies.
-    pub async fn get(&self, id: Uuid) -> Result<Value> {
+    pub async fn get(&self, id: Uuid) -> Result<Mail> {
         let rb = self
             .client
             .request(Method::GET, &["api", "mails", &id.to_string()]);
         crate::json(self.client.send(rb).await?).await
     }
 
-    /// `POST /api/mails/{id}/requeue`: a DEAD mail QUEUED again; [`crate::Error::Conflict`] when
-    /// it is not DEAD or its lead withdrew consent.
-    pub async fn requeue(&self, id: Uuid) -> Result<Value> {
+    /// `POST /api/mails/{id}/requeue`: a DEAD mail QUEUED again, as it is now;
+    /// [`crate::Error::Conflict`] when it is not DEAD or its lead withdrew consent.
+    pub async fn requeue(&self, id: Uuid) -> Result<Mail> {
         let rb = self
             .client
             .request(Method::POST, &["api", "mails", &id.to_string(), "requeue"]);

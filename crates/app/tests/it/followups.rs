@@ -24,6 +24,8 @@ use uuid::Uuid;
 
 use freshplan_app::config::{Config, FollowUpClock};
 use freshplan_app::followups::FollowUps;
+use freshplan_client::api::followups::{FollowUpFigures, RunList, RunReport, ScopeKind};
+use freshplan_client::api::mails::{Mail, MailPage, MailStatus};
 use freshplan_client::mails::MailQuery;
 use freshplan_followup::Stage;
 use freshplan_followup::unsubscribe::{DEVELOPMENT_SECRET, UnsubscribeToken};
@@ -145,16 +147,13 @@ async fn run(app: &TestApp, tok: &str) -> Response {
         .unwrap()
 }
 
-async fn run_ok(app: &TestApp) -> Value {
+/// A run as the admin, through the client.
+async fn run_ok(app: &TestApp) -> RunReport {
     app.api(&admin()).followups().run().await.unwrap()
 }
 
-fn counts(report: &Value) -> (u64, u64, u64) {
-    (
-        report["t3Count"].as_u64().unwrap(),
-        report["t7Count"].as_u64().unwrap(),
-        report["skippedCount"].as_u64().unwrap(),
-    )
+fn counts(report: &RunReport) -> (u32, u32, u32) {
+    (report.t3_count, report.t7_count, report.skipped_count)
 }
 
 async fn lead_of(app: &TestApp, lead: &str) -> Value {
@@ -203,15 +202,16 @@ fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Waits until `check` holds (at most `limit`), returning the last value seen.
-async fn eventually<F, Fut>(
+async fn eventually<T, F, Fut>(
     limit: Duration,
     what: &str,
     mut probe: F,
-    check: impl Fn(&Value) -> bool,
-) -> Value
+    check: impl Fn(&T) -> bool,
+) -> T
 where
+    T: serde::Serialize,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Value>,
+    Fut: std::future::Future<Output = T>,
 {
     let started = Instant::now();
     loop {
@@ -221,7 +221,8 @@ where
         }
         assert!(
             started.elapsed() < limit,
-            "{what}: still {v} after {limit:?}"
+            "{what}: still {} after {limit:?}",
+            serde_json::to_value(&v).unwrap()
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -369,11 +370,13 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     )
     .await;
 
-    // The run: A's T+3 is sent, B's skipped for want of consent, C is not due.
-    let first = run_ok(&app).await;
+    // The run: A's T+3 is sent, B's skipped for want of consent, C is not due. (Read raw, to
+    // check the body itself below; the later runs go through the client.)
+    let first_body = json_ok(run(&app, &adm).await).await;
     let ran = Instant::now();
+    let first: RunReport = serde_json::from_value(first_body.clone()).unwrap();
     assert_eq!(
-        keys(&first),
+        keys(&first_body),
         set(&[
             "runId",
             "t3Count",
@@ -384,9 +387,7 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
         ])
     );
     assert_eq!(counts(&first), (1, 0, 1));
-    let started = OffsetDateTime::parse(first["startedAt"].as_str().unwrap(), &Rfc3339).unwrap();
-    let finished = OffsetDateTime::parse(first["finishedAt"].as_str().unwrap(), &Rfc3339).unwrap();
-    assert!(started <= finished);
+    assert!(first.started_at <= first.finished_at);
 
     let la = lead_of(&app, &a).await;
     assert_eq!(la["followUps"]["t3"]["status"], "SENT");
@@ -454,22 +455,35 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     // The listing's filters and refusals.
     let api = app.api(&adm);
     let lead_id = |l: &str| Uuid::parse_str(l).unwrap();
+    let typed_page: MailPage = serde_json::from_value(page.clone()).unwrap();
+    assert_eq!(
+        api.mails().list(&MailQuery::new()).await.unwrap(),
+        typed_page
+    );
     for (query, n) in [
-        (MailQuery::new().status("QUEUED"), 1),
-        (MailQuery::new().status("SENT"), 0),
+        (MailQuery::new().status(MailStatus::Queued), 1),
+        (MailQuery::new().status(MailStatus::Sent), 0),
+        (MailQuery::new().status(MailStatus::Dead), 0),
         (MailQuery::new().lead_id(lead_id(&b)), 0),
         (
             MailQuery::new()
                 .lead_id(lead_id(&a))
-                .status("QUEUED")
+                .status(MailStatus::Queued)
                 .limit(1),
             1,
         ),
     ] {
         let p = api.mails().list(&query).await.unwrap();
-        assert_eq!(p["mails"].as_array().unwrap().len(), n, "{query:?}");
+        assert_eq!(p.mails.len(), n, "{query:?}");
+        assert!(p.next_cursor.is_none(), "{query:?}");
+        assert!(p.mails.iter().all(|m| m.lead_id == lead_id(&a)));
     }
-    assert_eq!(api.mails().get(lead_id(&mail_id)).await.unwrap(), mail);
+    let typed_mail: Mail = serde_json::from_value(mail.clone()).unwrap();
+    assert_eq!(
+        api.mails().get(lead_id(&mail_id)).await.unwrap(),
+        typed_mail
+    );
+    assert_eq!(typed_mail.status, MailStatus::Queued);
     for query in [
         "?status=sent",
         "?limit=0",
@@ -532,9 +546,9 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     let log = json_ok(app.get(&adm, "/api/followups/runs").await).await;
     let runs = log["runs"].as_array().unwrap();
     let ids: Vec<&str> = runs.iter().map(|r| r["runId"].as_str().unwrap()).collect();
-    let expected: Vec<&str> = [&third, &second, &first]
+    let expected: Vec<String> = [&third, &second, &first]
         .iter()
-        .map(|r| r["runId"].as_str().unwrap())
+        .map(|r| r.run_id.to_string())
         .collect();
     assert_eq!(ids, expected);
     assert!(
@@ -543,9 +557,11 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     );
     assert_eq!(runs[2]["t3Count"], 1);
     assert_eq!(runs[2]["skippedCount"], 1);
+    let typed_log: RunList = serde_json::from_value(log.clone()).unwrap();
+    assert_eq!(api.followups().runs(None).await.unwrap(), typed_log);
     let one = api.followups().runs(Some(1)).await.unwrap();
-    assert_eq!(one["runs"].as_array().unwrap().len(), 1);
-    assert_eq!(one["runs"][0]["runId"], expected[0]);
+    assert_eq!(one.runs, typed_log.runs[..1]);
+    assert_eq!(one.runs[0].run_id, third.run_id);
     for tok in [manager_de(), manager_ch()] {
         let l = json_ok(app.get(&tok, "/api/followups/runs").await).await;
         assert_eq!(l["runs"].as_array().unwrap().len(), 3);
@@ -638,7 +654,12 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     let doc = openapi(&app).await;
     let mail_path = format!("/api/mails/{mail_id}");
     for (method, path, documented, body) in [
-        ("post", "/api/followups/run", "/api/followups/run", &first),
+        (
+            "post",
+            "/api/followups/run",
+            "/api/followups/run",
+            &first_body,
+        ),
         ("get", "/api/followups/runs", "/api/followups/runs", &log),
         ("get", "/api/mails", "/api/mails", &page),
         ("get", mail_path.as_str(), "/api/mails/{id}", &mail),
@@ -651,7 +672,7 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
             &what,
         );
     }
-    assert_round_trips::<api::followups::RunReport>(&first, "POST /api/followups/run");
+    assert_round_trips::<api::followups::RunReport>(&first_body, "POST /api/followups/run");
     assert_round_trips::<api::followups::RunList>(&log, "GET /api/followups/runs");
     assert_round_trips::<api::mails::MailPage>(&page, "GET /api/mails");
     assert_round_trips::<api::mails::Mail>(&mail, "GET /api/mails/{id}");
@@ -812,20 +833,11 @@ async fn mail_reaches_a_real_smtp_server_and_its_unsubscribe_link_works_once() {
         "{dead}"
     );
     sink.accept("bounce@refused.test");
-    let requeued = json_ok(
-        app.req(
-            Method::POST,
-            &format!("/api/mails/{}/requeue", dead["id"].as_str().unwrap()),
-            &adm,
-        )
-        .send()
-        .await
-        .unwrap(),
-    )
-    .await;
+    let dead_id = dead["id"].as_str().unwrap().parse().unwrap();
+    let requeued = app.api(&adm).mails().requeue(dead_id).await.unwrap();
     assert_eq!(
-        (requeued["status"].as_str(), requeued["attempts"].as_u64()),
-        (Some("QUEUED"), Some(0))
+        (requeued.id, requeued.status, requeued.attempts),
+        (dead_id, MailStatus::Queued, 0)
     );
     let got = received(&sink, 2).await;
     assert!(
@@ -934,7 +946,7 @@ async fn figures_are(
     tok: &str,
     query: &str,
     expected: (u64, u64, u64, f64),
-    scope: &str,
+    scope: ScopeKind,
 ) {
     let path = format!("/api/dashboard/followup{query}");
     let territory = match query {
@@ -949,14 +961,9 @@ async fn figures_are(
         Duration::from_secs(5),
         &format!("figures of {path}"),
         || async { dashboard.followup(territory).await.unwrap() },
-        |f| {
-            (
-                f["pendingT3"].as_u64().unwrap(),
-                f["pendingT7"].as_u64().unwrap(),
-                f["sentToday"].as_u64().unwrap(),
-                f["conversionRate"].as_f64().unwrap(),
-            ) == expected
-                && f["scope"] == scope
+        |f: &FollowUpFigures| {
+            (f.pending_t3, f.pending_t7, f.sent_today, f.conversion_rate) == expected
+                && f.scope == scope
         },
     )
     .await;
@@ -1008,21 +1015,35 @@ async fn dashboard_figures_follow_the_callers_scope() {
     app.create_ok(&manager_ch(), ch("Restaurant Vier")).await;
     app.create_ok(&adm, ch("Hotel Fünf")).await;
 
-    figures_are(&app, &adm, "", (5, 0, 0, 0.0), "ALL").await;
-    figures_are(&app, &manager_de(), "", (3, 0, 0, 0.0), "TERRITORIES").await;
-    figures_are(&app, &manager_ch(), "", (2, 0, 0, 0.0), "TERRITORIES").await;
-    figures_are(&app, &viewer, "", (3, 0, 0, 0.0), "TERRITORIES").await;
-    figures_are(&app, &rep_a, "", (2, 0, 0, 0.0), "OWN_LEADS").await;
-    figures_are(&app, &rep_b, "", (1, 0, 0, 0.0), "OWN_LEADS").await;
+    figures_are(&app, &adm, "", (5, 0, 0, 0.0), ScopeKind::All).await;
+    figures_are(
+        &app,
+        &manager_de(),
+        "",
+        (3, 0, 0, 0.0),
+        ScopeKind::Territories,
+    )
+    .await;
+    figures_are(
+        &app,
+        &manager_ch(),
+        "",
+        (2, 0, 0, 0.0),
+        ScopeKind::Territories,
+    )
+    .await;
+    figures_are(&app, &viewer, "", (3, 0, 0, 0.0), ScopeKind::Territories).await;
+    figures_are(&app, &rep_a, "", (2, 0, 0, 0.0), ScopeKind::OwnLeads).await;
+    figures_are(&app, &rep_b, "", (1, 0, 0, 0.0), ScopeKind::OwnLeads).await;
     // The territory filter narrows the caller's scope; outside it, everything is 0.
-    figures_are(&app, &adm, "?territory=CH", (2, 0, 0, 0.0), "ALL").await;
-    figures_are(&app, &adm, "?territory=de", (3, 0, 0, 0.0), "ALL").await;
+    figures_are(&app, &adm, "?territory=CH", (2, 0, 0, 0.0), ScopeKind::All).await;
+    figures_are(&app, &adm, "?territory=de", (3, 0, 0, 0.0), ScopeKind::All).await;
     figures_are(
         &app,
         &manager_de(),
         "?territory=CH",
         (0, 0, 0, 0.0),
-        "TERRITORIES",
+        ScopeKind::Territories,
     )
     .await;
     for query in [
@@ -1079,24 +1100,38 @@ async fn dashboard_figures_follow_the_callers_scope() {
 
     // L1's T+3 goes out: it moves from "T+3 pending" to "T+7 pending" and "sent today".
     assert_eq!(counts(&run_ok(&app).await), (1, 0, 0));
-    figures_are(&app, &adm, "", (4, 1, 1, 0.0), "ALL").await;
-    figures_are(&app, &manager_de(), "", (2, 1, 1, 0.0), "TERRITORIES").await;
-    figures_are(&app, &manager_ch(), "", (2, 0, 0, 0.0), "TERRITORIES").await;
-    figures_are(&app, &rep_a, "", (1, 1, 1, 0.0), "OWN_LEADS").await;
-    figures_are(&app, &rep_b, "", (1, 0, 0, 0.0), "OWN_LEADS").await;
+    figures_are(&app, &adm, "", (4, 1, 1, 0.0), ScopeKind::All).await;
+    figures_are(
+        &app,
+        &manager_de(),
+        "",
+        (2, 1, 1, 0.0),
+        ScopeKind::Territories,
+    )
+    .await;
+    figures_are(
+        &app,
+        &manager_ch(),
+        "",
+        (2, 0, 0, 0.0),
+        ScopeKind::Territories,
+    )
+    .await;
+    figures_are(&app, &rep_a, "", (1, 1, 1, 0.0), ScopeKind::OwnLeads).await;
+    figures_are(&app, &rep_b, "", (1, 0, 0, 0.0), ScopeKind::OwnLeads).await;
 
     // Converted after a sent follow-up: 100 % conversion, no longer pending.
     patch_status(&app, &l1, "QUALIFIED").await;
     patch_status(&app, &l1, "CONVERTED").await;
-    figures_are(&app, &adm, "", (4, 0, 1, 100.0), "ALL").await;
-    figures_are(&app, &rep_a, "", (1, 0, 1, 100.0), "OWN_LEADS").await;
-    figures_are(&app, &rep_b, "", (1, 0, 0, 0.0), "OWN_LEADS").await;
+    figures_are(&app, &adm, "", (4, 0, 1, 100.0), ScopeKind::All).await;
+    figures_are(&app, &rep_a, "", (1, 0, 1, 100.0), ScopeKind::OwnLeads).await;
+    figures_are(&app, &rep_b, "", (1, 0, 0, 0.0), ScopeKind::OwnLeads).await;
     figures_are(
         &app,
         &manager_ch(),
         "?territory=CH",
         (2, 0, 0, 0.0),
-        "TERRITORIES",
+        ScopeKind::Territories,
     )
     .await;
 
@@ -1489,7 +1524,7 @@ async fn the_service_refuses_weak_unsubscribe_secrets_and_bad_schedules_outside_
         .await
         .unwrap();
     problem(r, 503).await;
-    figures_are(&off, &admin(), "", (0, 0, 0, 0.0), "ALL").await;
+    figures_are(&off, &admin(), "", (0, 0, 0, 0.0), ScopeKind::All).await;
 }
 
 #[cfg(unix)]
