@@ -1,6 +1,22 @@
 //! The event feed for other services (SPEC §7.5; admin and service roles): pages of
 //! CloudEvents in commit order (`GET /api/events`), the live SSE stream
 //! (`GET /api/events/stream`), and a [`Consumer`] that combines both.
+//!
+//! The bodies are [`freshplan_api::events`]' [`CloudEvent`] and [`EventPage`], re-exported
+//! here:
+//!
+//! ```
+//! use freshplan_client::events::CloudEvent;
+//!
+//! let json = r#"{"specversion":"1.0","id":"0190c2d4-e5f6-7a8b-9c0d-1e2f3a4b5c6d",
+//!   "source":"freshplan.leads","type":"lead.created.v1","time":"2026-03-02T09:30:00Z",
+//!   "subject":"0190c2d4-0000-7000-8000-000000000001","datacontenttype":"application/json",
+//!   "idempotencykey":"5b0c2a1e-8f3d-5c6b-9a7e-1d2c3b4a5f6e","data":{"companyName":"Adler"}}"#;
+//! let e: freshplan_client::api::events::CloudEvent = serde_json::from_str(json).unwrap();
+//! let same: &CloudEvent = &e; // one type
+//! assert_eq!(same.event_type, "lead.created.v1");
+//! assert_eq!(same.data["companyName"], "Adler");
+//! ```
 
 use std::fmt;
 
@@ -11,8 +27,7 @@ use crate::consumer::Consumer;
 use crate::sse::Connection;
 use crate::{Client, Error, Result};
 
-// Interim: becomes `pub use freshplan_api::events::{CloudEvent, EventPage};` when that lands.
-pub use crate::interim::events::{CloudEvent, EventPage};
+pub use freshplan_api::events::{CloudEvent, EventPage};
 
 /// A position in the feed: a page's `nextCursor`, or an SSE message's `id:`. Opaque: store it,
 /// and pass it back as `after` or `Last-Event-ID`.

@@ -74,7 +74,6 @@ pub mod dashboard;
 pub mod events;
 pub mod followups;
 pub mod health;
-pub mod interim;
 pub mod leads;
 pub mod mails;
 pub mod sse;
