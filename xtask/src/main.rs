@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bench;
+mod clients;
 mod demo;
 mod pg;
 mod seed;
@@ -36,7 +37,8 @@ enum Cmd {
     /// crates depend on pure crates only.
     Tidy,
     /// Provide PostgreSQL (DATABASE_URL, 127.0.0.1:5432 or a private server; FRESHPLAN_PG=private
-    /// forces the latter) and run every test of the workspace, doctests included.
+    /// forces the latter) and run every test of the workspace, doctests included; then check the
+    /// TypeScript client types.
     Test {
         /// Extra arguments for the test runner, e.g. a test name filter.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -59,6 +61,9 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::BenchCmd,
     },
+    /// Regenerate the TypeScript API types (clients/typescript/src/schema.d.ts) from the OpenAPI
+    /// document and type-check the package.
+    GenClients,
     /// Run the service on realistic demo data: PostgreSQL from DATABASE_URL, else a private
     /// server under .freshplan/pg; migrate, seed (once), serve, print links and tokens.
     Demo(demo::DemoArgs),
@@ -98,6 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Tidy => tidy::run(&root),
         Cmd::Test { args } => test::run(&root, &args),
+        Cmd::GenClients => clients::generate_command(&root),
         Cmd::Token {
             sub,
             roles,

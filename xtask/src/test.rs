@@ -10,8 +10,8 @@ use anyhow::{Context, Result, bail};
 use crate::pg;
 
 /// Provisions PostgreSQL, runs the doctests (nextest does not run them), then every other test
-/// (nextest when installed, else `cargo test`), and stops a private server afterwards, also on
-/// failure.
+/// (nextest when installed, else `cargo test`), then the TypeScript client types
+/// ([`crate::clients::check`]); stops a private server afterwards, also on failure.
 pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
     // Ctrl-C reaches the test runner too (same process group); xtask itself must survive it
     // long enough to stop the private server.
@@ -66,6 +66,24 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
         if !status.success() {
             failed.push(name);
         }
+    }
+
+    // The API contract: the binary the step below runs (the tests above built their own).
+    match crate::demo::build(workspace_root, false) {
+        Err(e) => {
+            println!("xtask: building the freshplan binary: {e:#}");
+            failed.push("the freshplan build");
+        }
+        Ok(binary) => {
+            println!("\nxtask: checking the TypeScript client types");
+            if let Err(e) = crate::clients::check(workspace_root, &binary) {
+                println!("xtask: TypeScript client: {e:#}");
+                failed.push("the TypeScript client check");
+            }
+        }
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        bail!("interrupted");
     }
     drop(pg);
     if !failed.is_empty() {
