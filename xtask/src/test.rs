@@ -10,9 +10,15 @@ use anyhow::{Context, Result, bail};
 use crate::pg;
 
 /// Provisions PostgreSQL, runs the doctests (nextest does not run them), then every other test
-/// (nextest when installed, else `cargo test`), then the TypeScript client types
-/// ([`crate::clients::check`]); stops a private server afterwards, also on failure.
-pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
+/// (nextest when installed, else `cargo test`), then the API contract steps: the TypeScript
+/// client types ([`crate::clients::check`]) and schemathesis against the real server
+/// ([`crate::schemathesis::check`], unless `skip_schemathesis`); stops a private server
+/// afterwards, also on failure.
+pub(crate) fn run(
+    workspace_root: &Path,
+    runner_args: &[String],
+    skip_schemathesis: bool,
+) -> Result<()> {
     // Ctrl-C reaches the test runner too (same process group); xtask itself must survive it
     // long enough to stop the private server.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -68,7 +74,7 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
         }
     }
 
-    // The API contract: the binary the step below runs (the tests above built their own).
+    // The API contract: the binary the steps below run (the tests above built their own).
     match crate::demo::build(workspace_root, false) {
         Err(e) => {
             println!("xtask: building the freshplan binary: {e:#}");
@@ -79,6 +85,17 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
             if let Err(e) = crate::clients::check(workspace_root, &binary) {
                 println!("xtask: TypeScript client: {e:#}");
                 failed.push("the TypeScript client check");
+            }
+            if skip_schemathesis {
+                println!("xtask: skipping schemathesis (--skip-schemathesis)");
+            } else {
+                println!("\nxtask: schemathesis against the real server");
+                if let Err(e) =
+                    crate::schemathesis::check(workspace_root, pg.url(), &binary, &interrupted, &[])
+                {
+                    println!("xtask: schemathesis: {e:#}");
+                    failed.push("schemathesis");
+                }
             }
         }
     }
