@@ -336,7 +336,9 @@ fn start_server(
         // responses; `POST /api/followups/run` still runs on request.
         .env("FRESHPLAN_FOLLOWUP_ENABLED", "false")
         .env("FRESHPLAN_SWEEP_ENABLED", "false")
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        // A log file, not a terminal: no colour codes.
+        .env("NO_COLOR", "1");
     println!(
         "xtask: starting {} serve on {address} (log {})",
         binary.display(),
