@@ -210,7 +210,7 @@ fn local_address(bind: &str) -> Result<String> {
 }
 
 /// `postgres://u@h:p/postgres?x` → `postgres://u@h:p/<name>?x`.
-fn with_database(url: &str, name: &str) -> String {
+pub(crate) fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (url, String::new()),
@@ -221,7 +221,7 @@ fn with_database(url: &str, name: &str) -> String {
 
 /// Builds the `freshplan` binary and returns its path (from cargo's own build messages, so the
 /// target directory and profile are whatever cargo used).
-fn build(workspace_root: &Path, release: bool) -> Result<PathBuf> {
+pub(crate) fn build(workspace_root: &Path, release: bool) -> Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -315,7 +315,7 @@ async fn prepare_database(
 }
 
 /// A development token for `persona`, minted by `freshplan token` (as `cargo xtask token` does).
-fn mint_token(binary: &Path, secret: &str, persona: &Persona) -> Result<String> {
+pub(crate) fn mint_token(binary: &Path, secret: &str, persona: &Persona) -> Result<String> {
     let out = Command::new(binary)
         .args(["token", persona.sub, persona.roles, persona.territories])
         .env("FRESHPLAN_AUTH_HS256_SECRET", secret)
@@ -333,12 +333,12 @@ fn mint_token(binary: &Path, secret: &str, persona: &Persona) -> Result<String> 
 }
 
 /// The running `freshplan serve`; stopped (gracefully, then forcibly) when dropped.
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
 }
 
 impl Server {
-    fn wait_ready(&mut self, address: &str, interrupted: &AtomicBool) -> Result<()> {
+    pub(crate) fn wait_ready(&mut self, address: &str, interrupted: &AtomicBool) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -363,7 +363,7 @@ impl Server {
     /// SIGTERM (graceful: in-flight requests finish), then SIGKILL after [`STOP_TIMEOUT`].
     /// Ctrl-C in a terminal reaches the server directly too (same process group); forwarding
     /// covers a SIGTERM sent to xtask alone.
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -392,7 +392,7 @@ impl Drop for Server {
 
 /// A minimal HTTP/1.1 GET: `(status, body)`. Enough for the readiness probe and the API check,
 /// without an HTTP client dependency.
-fn http_get(address: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+pub(crate) fn http_get(address: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(address)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     stream.set_write_timeout(Some(Duration::from_secs(10)))?;

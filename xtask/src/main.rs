@@ -7,8 +7,10 @@
 #![allow(clippy::disallowed_methods)]
 
 mod bench;
+mod clients;
 mod demo;
 mod pg;
+mod schemathesis;
 mod seed;
 mod test;
 mod tidy;
@@ -36,8 +38,12 @@ enum Cmd {
     /// crates depend on pure crates only.
     Tidy,
     /// Provide PostgreSQL (DATABASE_URL, 127.0.0.1:5432 or a private server; FRESHPLAN_PG=private
-    /// forces the latter) and run every test of the workspace, doctests included.
+    /// forces the latter) and run every test of the workspace, doctests included; then check the
+    /// TypeScript client types and run schemathesis against the real server.
     Test {
+        /// Skip the schemathesis step (a few minutes), e.g. while iterating on one test.
+        #[arg(long)]
+        skip_schemathesis: bool,
         /// Extra arguments for the test runner, e.g. a test name filter.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -59,6 +65,16 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::BenchCmd,
     },
+    /// Run only the schemathesis step of `test`: a fresh seeded database, `freshplan serve`,
+    /// `schemathesis run --checks all` with every phase as an admin and as a sales rep.
+    Schemathesis {
+        /// Extra arguments for `schemathesis run`, e.g. `--include-path-regex /api/leads`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Regenerate the TypeScript API types (clients/typescript/src/schema.d.ts) from the OpenAPI
+    /// document and type-check the package.
+    GenClients,
     /// Run the service on realistic demo data: PostgreSQL from DATABASE_URL, else a private
     /// server under .freshplan/pg; migrate, seed (once), serve, print links and tokens.
     Demo(demo::DemoArgs),
@@ -97,7 +113,12 @@ fn main() -> ExitCode {
     let root = workspace_root();
     let result = match cli.command {
         Cmd::Tidy => tidy::run(&root),
-        Cmd::Test { args } => test::run(&root, &args),
+        Cmd::Test {
+            skip_schemathesis,
+            args,
+        } => test::run(&root, &args, skip_schemathesis),
+        Cmd::Schemathesis { args } => schemathesis::run(&root, &args),
+        Cmd::GenClients => clients::generate_command(&root),
         Cmd::Token {
             sub,
             roles,

@@ -10,9 +10,15 @@ use anyhow::{Context, Result, bail};
 use crate::pg;
 
 /// Provisions PostgreSQL, runs the doctests (nextest does not run them), then every other test
-/// (nextest when installed, else `cargo test`), and stops a private server afterwards, also on
-/// failure.
-pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
+/// (nextest when installed, else `cargo test`), then the API contract steps: the TypeScript
+/// client types ([`crate::clients::check`]) and schemathesis against the real server
+/// ([`crate::schemathesis::check`], unless `skip_schemathesis`); stops a private server
+/// afterwards, also on failure.
+pub(crate) fn run(
+    workspace_root: &Path,
+    runner_args: &[String],
+    skip_schemathesis: bool,
+) -> Result<()> {
     // Ctrl-C reaches the test runner too (same process group); xtask itself must survive it
     // long enough to stop the private server.
     let interrupted = Arc::new(AtomicBool::new(false));
@@ -66,6 +72,35 @@ pub(crate) fn run(workspace_root: &Path, runner_args: &[String]) -> Result<()> {
         if !status.success() {
             failed.push(name);
         }
+    }
+
+    // The API contract: the binary the steps below run (the tests above built their own).
+    match crate::demo::build(workspace_root, false) {
+        Err(e) => {
+            println!("xtask: building the freshplan binary: {e:#}");
+            failed.push("the freshplan build");
+        }
+        Ok(binary) => {
+            println!("\nxtask: checking the TypeScript client types");
+            if let Err(e) = crate::clients::check(workspace_root, &binary) {
+                println!("xtask: TypeScript client: {e:#}");
+                failed.push("the TypeScript client check");
+            }
+            if skip_schemathesis {
+                println!("xtask: skipping schemathesis (--skip-schemathesis)");
+            } else {
+                println!("\nxtask: schemathesis against the real server");
+                if let Err(e) =
+                    crate::schemathesis::check(workspace_root, pg.url(), &binary, &interrupted, &[])
+                {
+                    println!("xtask: schemathesis: {e:#}");
+                    failed.push("schemathesis");
+                }
+            }
+        }
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        bail!("interrupted");
     }
     drop(pg);
     if !failed.is_empty() {

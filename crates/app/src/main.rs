@@ -1,13 +1,16 @@
 //! `freshplan` — the FreshPlan Leads service binary: `serve` (migrates first unless
-//! `--no-migrate`), `migrate`, `token`.
+//! `--no-migrate`), `migrate`, `token`, `openapi` (prints the OpenAPI document; needs no database
+//! or configuration).
 
+use std::io::Write as _;
 use std::net::TcpListener;
 
 use anyhow::Context;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: freshplan serve [--no-migrate] | freshplan migrate | freshplan token SUB ROLES TERRITORIES"
+        "usage: freshplan serve [--no-migrate] | freshplan migrate | freshplan token SUB ROLES TERRITORIES \
+         | freshplan openapi"
     );
     std::process::exit(2)
 }
@@ -64,6 +67,21 @@ async fn main() -> anyhow::Result<()> {
                 freshplan_app::auth::mint_hs256(&secret, sub, &r, &t, 12 * 3600)?
             );
             Ok(())
+        }
+        Some("openapi") => {
+            if args.len() != 1 {
+                usage()
+            }
+            let json = freshplan_app::openapi::document()
+                .to_pretty_json()
+                .context("serialising the OpenAPI document")?;
+            // `freshplan openapi | head` is fine: a closed pipe is not an error.
+            match writeln!(std::io::stdout().lock(), "{json}") {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(e).context("writing the OpenAPI document")
+                }
+                _ => Ok(()),
+            }
         }
         _ => usage(),
     }
