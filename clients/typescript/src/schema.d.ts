@@ -12,7 +12,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /api/dashboard/followup` */
-        get: operations["figures"];
+        get: operations["get_followup_figures"];
         put?: never;
         post?: never;
         delete?: never;
@@ -29,7 +29,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /api/dashboard/followup-stream` */
-        get: operations["figures_stream"];
+        get: operations["stream_followup_figures"];
         put?: never;
         post?: never;
         delete?: never;
@@ -46,7 +46,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /api/events` */
-        get: operations["list"];
+        get: operations["list_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -63,7 +63,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /api/events/stream` */
-        get: operations["stream"];
+        get: operations["stream_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -82,7 +82,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** `POST /api/followups/run` */
-        post: operations["run"];
+        post: operations["run_followups"];
         delete?: never;
         options?: never;
         head?: never;
@@ -97,7 +97,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /api/followups/runs` */
-        get: operations["runs"];
+        get: operations["list_followup_runs"];
         put?: never;
         post?: never;
         delete?: never;
@@ -220,7 +220,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /api/mails` */
-        get: operations["list"];
+        get: operations["list_mails"];
         put?: never;
         post?: never;
         delete?: never;
@@ -237,7 +237,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /api/mails/{id}` */
-        get: operations["get"];
+        get: operations["get_mail"];
         put?: never;
         post?: never;
         delete?: never;
@@ -256,7 +256,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** `POST /api/mails/{id}/requeue` */
-        post: operations["requeue"];
+        post: operations["requeue_mail"];
         delete?: never;
         options?: never;
         head?: never;
@@ -409,7 +409,7 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description A timeline entry (SPEC 5). */
+        /** @description A timeline entry. */
         Activity: {
             /**
              * Format: date-time
@@ -448,15 +448,15 @@ export interface components {
             description?: string | null;
             /**
              * Format: date-time
-             * @description Default now; not in the future.
+             * @description Default now; not in the future (422).
              */
             occurredAt?: string | null;
-            /** @description A user activity type; system types are 422. */
+            /** @description A user activity type. */
             type: components["schemas"]["UserActivityType"];
         };
-        /** @description A page of a lead's timeline, newest first. */
+        /** @description A page of a lead's timeline, newest first (`GET /api/leads/{id}/activities`). */
         ActivityPage: {
-            /** @description The activities of this page. */
+            /** @description The items of this page. */
             data: components["schemas"]["Activity"][];
             /**
              * Format: int32
@@ -470,7 +470,7 @@ export interface components {
             size: number;
             /**
              * Format: int64
-             * @description Activities on all pages.
+             * @description Matching items on all pages.
              */
             total: number;
             /**
@@ -480,7 +480,7 @@ export interface components {
             totalPages: number;
         };
         /**
-         * @description What happened; the types after NOTE are written by the system only.
+         * @description What happened; the types after `NOTE` are written by the system only.
          * @enum {string}
          */
         ActivityType: "EMAIL" | "EMAIL_RECEIVED" | "CALL" | "MEETING" | "SAMPLE_SENT" | "SAMPLE_FEEDBACK" | "ORDER" | "NOTE" | "CREATED" | "UPDATED" | "STATUS_CHANGED" | "OWNER_CHANGED" | "CLOCK_STOPPED" | "CLOCK_RESUMED" | "FOLLOWUP_SENT" | "FOLLOWUP_SKIPPED" | "REMINDER_SENT" | "GRACE_PERIOD_STARTED" | "EXPIRED" | "REACTIVATED" | "DELETED" | "UNSUBSCRIBED";
@@ -517,7 +517,7 @@ export interface components {
              * @example 1.0
              */
             specversion: string;
-            /** @description The lead id, where there is one. */
+            /** @description The lead id, where there is one (absent otherwise). */
             subject?: string | null;
             /**
              * Format: date-time
@@ -526,7 +526,14 @@ export interface components {
             time: string;
             /** @description The catalog type, e.g. `lead.created.v1`. */
             type: string;
+        } & {
+            [key: string]: unknown;
         };
+        /**
+         * @description Which duplicate rule a lead matched (SPEC §4.2).
+         * @enum {string}
+         */
+        DuplicateOn: "EMAIL" | "COMPANY";
         /** @description `GET /api/events`. */
         EventPage: {
             /** @description Up to `limit` events, in commit order. */
@@ -537,14 +544,17 @@ export interface components {
              */
             nextCursor: string;
         };
-        /** @description A field-level validation message. */
+        /** @description A field-level message: which field, and what is wrong with it. */
         FieldProblem: {
             /** @description The field (API name). */
             field: string;
             /** @description What is wrong. */
             message: string;
         };
-        /** @description The cockpit figures (`crate::dashboard::Snapshot`, SPEC §8). */
+        /**
+         * @description The cockpit figures: `GET /api/dashboard/followup` and each `followup-metrics` message of
+         *     `GET /api/dashboard/followup-stream` (SPEC §8).
+         */
         FollowUpFigures: {
             /**
              * Format: double
@@ -587,7 +597,7 @@ export interface components {
             status: components["schemas"]["FollowUpStatus"];
         };
         /**
-         * @description Whether the follow-up mail was sent or skipped.
+         * @description Whether a follow-up mail was sent or skipped.
          * @enum {string}
          */
         FollowUpStatus: "SENT" | "SKIPPED";
@@ -596,17 +606,24 @@ export interface components {
             t3: null | components["schemas"]["FollowUpMark"];
             t7: null | components["schemas"]["FollowUpMark"];
         };
+        /** @description `GET /health/live` (`status` only) and `GET /health/ready`. */
+        Health: {
+            database?: null | components["schemas"]["State"];
+            eventListener?: null | components["schemas"]["State"];
+            /** @description The service. */
+            status: components["schemas"]["State"];
+        };
         /**
          * @description The size of the prospect's kitchen.
          * @enum {string}
          */
         KitchenSize: "SMALL" | "MEDIUM" | "LARGE";
-        /** @description A lead (SPEC 4.1). Every property is always present; optional values are null. */
+        /** @description A lead (SPEC §4.1). Every property is always present; optional values are null. */
         Lead: {
             businessType: null | components["schemas"]["BusinessType"];
             /** @description City. */
             city: string | null;
-            /** @description Collaborators (a set). */
+            /** @description Collaborators (a set, sorted). */
             collaboratorUserIds: string[];
             /** @description The company. */
             companyName: string;
@@ -634,7 +651,7 @@ export interface components {
              */
             emailConsentAt: string | null;
             /**
-             * Format: int32
+             * Format: int64
              * @description Employees.
              */
             employeeCount: number | null;
@@ -720,8 +737,8 @@ export interface components {
             /** @description Default false. */
             emailConsent?: boolean | null;
             /**
-             * Format: int32
-             * @description Employees.
+             * Format: int64
+             * @description Employees (`119.0` is read as 119).
              */
             employeeCount?: number | null;
             /**
@@ -738,7 +755,7 @@ export interface components {
             postalCode?: string | null;
             /**
              * Format: date-time
-             * @description Backdated registration (imports; admin only).
+             * @description Backdated registration (imports; admin only, else 403); not in the future.
              */
             registeredAt?: string | null;
             source?: null | components["schemas"]["LeadSource"];
@@ -751,7 +768,7 @@ export interface components {
         };
         /** @description A page of leads (`GET /api/leads`). */
         LeadPage: {
-            /** @description The leads of this page. */
+            /** @description The items of this page. */
             data: components["schemas"]["Lead"][];
             /**
              * Format: int32
@@ -765,7 +782,7 @@ export interface components {
             size: number;
             /**
              * Format: int64
-             * @description Matching leads on all pages.
+             * @description Matching items on all pages.
              */
             total: number;
             /**
@@ -775,32 +792,32 @@ export interface components {
             totalPages: number;
         };
         /**
-         * @description `PATCH /api/leads/{id}`: a JSON merge patch. An absent field stays; `null` clears an
-         *     optional one (clearing `companyName`, `countryCode`, `source`, `emailConsent` or `status`
-         *     is 422). Read-only and unknown fields are 400.
+         * @description `PATCH /api/leads/{id}`: a JSON merge patch (RFC 7396). An absent field stays; `null`
+         *     clears an optional one (`companyName`, `countryCode`, `source`, `emailConsent` and `status`
+         *     cannot be cleared: `null` is 400). Read-only and unknown fields are 400.
          */
         LeadPatch: {
             businessType?: null | components["schemas"]["BusinessType"];
             /** @description City. */
             city?: string | null;
-            /** @description Replaces the collaborators; null clears them. */
+            /** @description Replaces the collaborators (a set); null clears them. */
             collaboratorUserIds?: string[] | null;
             /** @description 1–255 characters after trimming. */
             companyName?: string;
             /** @description Contact person. */
             contactPerson?: string | null;
-            /** @description ISO 3166-1 alpha-2; moving between territories follows it. */
+            /** @description ISO 3166-1 alpha-2 (any case); moving between territories follows it. */
             countryCode?: string;
             /**
              * Format: email
-             * @description Email address.
+             * @description Email address (an empty string clears it too).
              */
             email?: string | null;
             /** @description Consent to follow-up mails. */
             emailConsent?: boolean;
             /**
-             * Format: int32
-             * @description Employees.
+             * Format: int64
+             * @description Employees (`119.0` is read as 119).
              */
             employeeCount?: number | null;
             /**
@@ -811,7 +828,10 @@ export interface components {
             /** @description Industry. */
             industry?: string | null;
             kitchenSize?: null | components["schemas"]["KitchenSize"];
-            /** @description With `status: ACTIVE` on an EXPIRED lead: its new owner (managers/admins). */
+            /**
+             * @description Only with `status: ACTIVE` on an EXPIRED lead (managers/admins): its new owner; in any
+             *     other patch 422 (reassign with `PUT /api/leads/{id}/owner`). `null` is the same as absent.
+             */
             ownerUserId?: string | null;
             /** @description Phone. */
             phone?: string | null;
@@ -821,29 +841,28 @@ export interface components {
             source?: components["schemas"]["LeadSource"];
             /** @description Campaign. */
             sourceCampaign?: string | null;
-            /** @description A manual transition (SPEC 4.3). */
-            status?: components["schemas"]["LeadStatusChange"];
+            /**
+             * @description A manual transition (SPEC §4.3); one the status table does not allow from the lead's
+             *     current status is 422.
+             */
+            status?: components["schemas"]["StatusChange"];
             /** @description Street. */
             street?: string | null;
             /** @description Website. */
             website?: string | null;
         };
         /**
-         * @description Where the lead came from (default WEB).
+         * @description Where the lead came from (default `WEB`).
          * @enum {string}
          */
         LeadSource: "WEB" | "EMAIL" | "PHONE" | "EVENT" | "PARTNER" | "IMPORT";
         /**
-         * @description The lead's status (SPEC 4.3); DELETED only for admins listing with includeDeleted=true.
+         * @description The lead's status (SPEC §4.3); `DELETED` only for admins listing with
+         *     `includeDeleted=true`.
          * @enum {string}
          */
         LeadStatus: "REGISTERED" | "ACTIVE" | "REMINDER" | "GRACE_PERIOD" | "QUALIFIED" | "CONVERTED" | "LOST" | "EXPIRED" | "DELETED";
-        /**
-         * @description The target status of a manual transition (SPEC 4.3); anything the status machine does not allow is 422.
-         * @enum {string}
-         */
-        LeadStatusChange: "REGISTERED" | "ACTIVE" | "REMINDER" | "GRACE_PERIOD" | "QUALIFIED" | "CONVERTED" | "LOST" | "EXPIRED";
-        /** @description One mail with its bodies (`freshplan_mail_smtp::MailRecord`). */
+        /** @description One mail with its bodies: `GET /api/mails/{id}`, `POST /api/mails/{id}/requeue`. */
         Mail: {
             /**
              * Format: int32
@@ -863,7 +882,7 @@ export interface components {
              */
             id: string;
             /** @description The last failure. */
-            lastError?: string | null;
+            lastError: string | null;
             /**
              * Format: uuid
              * @description The lead.
@@ -880,7 +899,7 @@ export interface components {
              * Format: date-time
              * @description When it was sent.
              */
-            sentAt?: string | null;
+            sentAt: string | null;
             /** @description The follow-up stage. */
             stage: components["schemas"]["Stage"];
             /** @description The delivery state. */
@@ -899,14 +918,14 @@ export interface components {
             /** @description Newest first. */
             mails: components["schemas"]["MailSummary"][];
             /** @description Pass it as `after` for the next page; `null` on the last. Opaque. */
-            nextCursor?: string | null;
+            nextCursor: string | null;
         };
         /**
-         * @description A mail's delivery state.
+         * @description A mail's delivery state; also the `status` filter of `GET /api/mails`.
          * @enum {string}
          */
         MailStatus: "QUEUED" | "SENT" | "DEAD";
-        /** @description A mail of the outbox without its bodies (`freshplan_mail_smtp::MailSummary`). */
+        /** @description A mail of the outbox without its bodies. */
         MailSummary: {
             /**
              * Format: int32
@@ -924,7 +943,7 @@ export interface components {
              */
             id: string;
             /** @description The last failure. */
-            lastError?: string | null;
+            lastError: string | null;
             /**
              * Format: uuid
              * @description The lead.
@@ -941,7 +960,7 @@ export interface components {
              * Format: date-time
              * @description When it was sent.
              */
-            sentAt?: string | null;
+            sentAt: string | null;
             /** @description The follow-up stage. */
             stage: components["schemas"]["Stage"];
             /** @description The delivery state. */
@@ -956,23 +975,35 @@ export interface components {
             /** @description The new owner's user id. */
             ownerUserId: string;
         };
-        /** @description An RFC 9457 problem (`application/problem+json`). */
+        /**
+         * @description An RFC 9457 problem. 422 carries `errors` (one per refused field); 409 for a duplicate
+         *     carries `existingLeadId` when the caller may read the other lead; 503 of `/health/ready`
+         *     carries `database` and `eventListener`.
+         */
         Problem: Record<string, unknown> & {
             /** @description A human-readable explanation of this occurrence. */
             detail: string;
+            duplicateOn?: null | components["schemas"]["DuplicateOn"];
             /** @description Validation errors, when there are any. */
             errors?: components["schemas"]["FieldProblem"][];
+            /** @description 409 `duplicate-lead`: the other lead's company, only when the caller may read it. */
+            existingCompanyName?: string | null;
+            /**
+             * Format: uuid
+             * @description 409 `duplicate-lead`: the other lead, only when the caller may read it.
+             */
+            existingLeadId?: string | null;
             /**
              * Format: int32
              * @description The HTTP status.
              */
             status: number;
-            /** @description A short summary. */
+            /** @description A short summary (the status' reason phrase). */
             title: string;
-            /** @description A URI naming the problem type. */
+            /** @description A URI naming the problem type (`https://freshplan.example/problems/<slug>`). */
             type: string;
         };
-        /** @description Lead protection (SPEC 4.5), read-only. */
+        /** @description Lead protection (SPEC §4.5), read-only. */
         Protection: {
             /**
              * Format: date-time
@@ -1012,9 +1043,9 @@ export interface components {
          * @enum {string}
          */
         RunOutcome: "COMPLETED" | "FAILED";
-        /** @description A row of the run log (`freshplan_store_postgres::RunRecord`). */
+        /** @description A row of the run log. */
         RunRecord: {
-            /** @description For a failed run: why. */
+            /** @description For a failed run: why (absent for a completed one). */
             error?: string | null;
             /**
              * Format: date-time
@@ -1049,7 +1080,7 @@ export interface components {
              */
             t7Count: number;
         };
-        /** @description A follow-up run (`freshplan_followup::RunReport`). */
+        /** @description A follow-up run: `POST /api/followups/run`. */
         RunReport: {
             /**
              * Format: date-time
@@ -1092,8 +1123,19 @@ export interface components {
          * @enum {string}
          */
         Stage: "T3" | "T7";
-        /** @description `{id, name, currencyCode, vatRate, languageCode, timeZone, paymentTermsDays}`. */
-        TerritoryDto: {
+        /**
+         * @description The state of the service or of one of its dependencies.
+         * @enum {string}
+         */
+        State: "UP" | "DOWN" | "OFF";
+        /**
+         * @description The target of a manual transition (SPEC §4.3): every status but `DELETED` (only `DELETE`
+         *     soft-deletes). A move the status table does not allow from the lead's current status is 422.
+         * @enum {string}
+         */
+        StatusChange: "REGISTERED" | "ACTIVE" | "REMINDER" | "GRACE_PERIOD" | "QUALIFIED" | "CONVERTED" | "LOST" | "EXPIRED";
+        /** @description A territory: `GET /api/territories`, `GET /api/territories/{id}`. */
+        Territory: {
             /** @description ISO 4217. */
             currencyCode: string;
             /** @description `DE` or `CH`. */
@@ -1107,11 +1149,11 @@ export interface components {
              * @description Days.
              */
             paymentTermsDays: number;
-            /** @description IANA zone. */
+            /** @description IANA time zone. */
             timeZone: string;
             /**
              * Format: double
-             * @description Percent, e.g. 19.0.
+             * @description VAT in percent, e.g. 19.0.
              */
             vatRate: number;
         };
@@ -1125,12 +1167,131 @@ export interface components {
             name: string;
         };
         /**
-         * @description The activity types users may log; every one but NOTE is a meaningful contact.
+         * @description The activity types users may log; every one but `NOTE` is a meaningful contact. The system
+         *     types are 422.
          * @enum {string}
          */
         UserActivityType: "EMAIL" | "EMAIL_RECEIVED" | "CALL" | "MEETING" | "SAMPLE_SENT" | "SAMPLE_FEEDBACK" | "ORDER" | "NOTE";
     };
-    responses: never;
+    responses: {
+        /** @description The request is malformed: not JSON, a value of the wrong JSON type, an unknown field, a malformed path id or query parameter, U+0000 in a text (SPEC 9). `errors` names the field. */
+        BadRequest: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The lead's state does not allow this now (e.g. the clock is already stopped or running). */
+        Conflict: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description A duplicate lead (SPEC 4.2): `duplicateOn`, and `existingLeadId`/`existingCompanyName` when the caller may read the other lead. */
+        Duplicate: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The caller's role never allows this action, or the territory is not the caller's. */
+        Forbidden: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The path does not serve this method; `Allow` lists the ones it does. */
+        MethodNotAllowed: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description No such resource visible to the caller (a lead the caller may not read is 404 too). */
+        NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description `If-Match` names an older version of the lead: fetch it again. */
+        PreconditionFailed: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description `If-Match` is required. */
+        PreconditionRequired: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The request body exceeds 64 KiB. */
+        TooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The bearer token is missing, invalid or expired (`WWW-Authenticate: Bearer`). */
+        Unauthorized: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The service cannot do this now (e.g. the feature is switched off on this replica). */
+        Unavailable: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description A value of the right type that is not allowed, a missing required field, an unknown enum value, a transition the status table forbids, or an Idempotency-Key reused with another body: `errors` names the fields. */
+        Unprocessable: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description The body is not `application/json` (or, for a merge patch, `application/merge-patch+json`). */
+        UnsupportedMediaType: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+    };
     parameters: never;
     requestBodies: never;
     headers: never;
@@ -1138,7 +1299,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    figures: {
+    get_followup_figures: {
         parameters: {
             query?: {
                 /** @description DE or CH: narrow the caller's scope to one territory (outside the caller's territories: all figures 0) */
@@ -1164,7 +1325,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -1172,7 +1333,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -1180,12 +1341,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
     };
-    figures_stream: {
+    stream_followup_figures: {
         parameters: {
             query?: {
                 /** @description DE or CH, as for GET /api/dashboard/followup */
@@ -1211,7 +1372,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -1219,7 +1380,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -1227,12 +1388,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
     };
-    list: {
+    list_events: {
         parameters: {
             query?: {
                 /** @description A cursor from `nextCursor` or an SSE `id:`; without it the page starts at the oldest retained event */
@@ -1262,7 +1423,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -1270,7 +1431,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -1278,12 +1439,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
     };
-    stream: {
+    stream_events: {
         parameters: {
             query?: {
                 /** @description Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only */
@@ -1314,7 +1475,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -1322,7 +1483,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -1330,7 +1491,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description The event pipeline is switched off on this replica (FRESHPLAN_EVENTS=false) */
@@ -1339,12 +1500,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
     };
-    run: {
+    run_followups: {
         parameters: {
             query?: never;
             header?: never;
@@ -1362,12 +1523,13 @@ export interface operations {
                     "application/json": components["schemas"]["RunReport"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             401: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -1375,7 +1537,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Another run (on any replica) holds the cluster-wide lock */
@@ -1384,7 +1546,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description The run failed after committing what `runId` names (see GET /api/followups/runs) */
@@ -1393,7 +1555,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Follow-up mail is not configured on this replica */
@@ -1402,12 +1564,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
     };
-    runs: {
+    list_followup_runs: {
         parameters: {
             query?: {
                 /** @description How many runs (default 20) */
@@ -1433,7 +1595,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -1441,7 +1603,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -1449,7 +1611,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -1457,16 +1619,21 @@ export interface operations {
     list_leads: {
         parameters: {
             query?: {
+                /** @description 0-based page */
                 page?: number;
-                /** @description 1-200 */
+                /** @description Page size (default 20) */
                 size?: number;
-                /** @description field,asc|desc */
+                /** @description field,asc|desc (default createdAt,asc) */
                 sort?: string;
-                status?: string[];
+                /** @description Repeatable; also comma-separated */
+                status?: components["schemas"]["LeadStatus"][];
+                /** @description DE or CH */
                 territory?: string;
                 ownerUserId?: string;
-                businessType?: string;
+                businessType?: components["schemas"]["BusinessType"];
+                /** @description Case-insensitive substring of company, contact, email, city; % and _ are literal */
                 q?: string;
+                /** @description Admins only: list soft-deleted leads too */
                 includeDeleted?: boolean;
             };
             header?: never;
@@ -1478,41 +1645,30 @@ export interface operations {
             /** @description A page of leads, with a weak ETag */
             200: {
                 headers: {
+                    /** @description Weak; differs per page, filter and data */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["LeadPage"];
                 };
             };
+            /** @description Not modified (If-None-Match) */
             304: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
         };
     };
     create_lead: {
         parameters: {
             query?: never;
             header?: {
-                /** @description Replays the first response for 24 h */
+                /** @description Replays the first response for 24 h; the same key with another body is 422 */
                 "Idempotency-Key"?: string | null;
             };
             path?: never;
@@ -1525,63 +1681,26 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The lead, with Location and ETag */
+            /** @description The lead */
             201: {
                 headers: {
+                    /** @description Strong */
+                    ETag?: string;
+                    /** @description /api/leads/{id} */
+                    Location?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Lead"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            413: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Duplicate"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
         };
     };
     get_lead: {
@@ -1595,51 +1714,34 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The lead, with a strong ETag */
+            /** @description The lead */
             200: {
                 headers: {
+                    /** @description Strong; names the version */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Lead"];
                 };
             };
+            /** @description Not modified (If-None-Match) */
             304: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
         };
     };
     delete_lead: {
         parameters: {
             query?: never;
             header: {
+                /** @description The lead's ETag; missing is 428, stale is 412 */
                 "If-Match": string;
             };
             path: {
@@ -1649,50 +1751,26 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description Soft-deleted */
             204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
             };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            412: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            428: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            412: components["responses"]["PreconditionFailed"];
+            428: components["responses"]["PreconditionRequired"];
         };
     };
     patch_lead: {
         parameters: {
             query?: never;
             header: {
+                /** @description The lead's ETag; missing is 428, stale is 412 */
                 "If-Match": string;
             };
             path: {
@@ -1707,77 +1785,35 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated lead and its new ETag */
+            /** @description The updated lead */
             200: {
                 headers: {
+                    /** @description The new strong ETag */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Lead"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            412: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            428: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Duplicate"];
+            412: components["responses"]["PreconditionFailed"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
+            428: components["responses"]["PreconditionRequired"];
         };
     };
     list_activities: {
         parameters: {
             query?: {
+                /** @description 0-based page */
                 page?: number;
+                /** @description Page size (default 20) */
                 size?: number;
             };
             header?: never;
@@ -1797,30 +1833,9 @@ export interface operations {
                     "application/json": components["schemas"]["ActivityPage"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
         };
     };
     log_activity: {
@@ -1838,53 +1853,33 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The activity; ETag is the lead's new one */
+            /** @description The activity */
             201: {
                 headers: {
+                    /** @description The lead's new strong ETag */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Activity"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
         };
     };
     resume_clock: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Honoured when sent: stale is 412 */
+                "If-Match"?: string | null;
+            };
             path: {
                 id: string;
             };
@@ -1892,69 +1887,31 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description The updated lead and its ETag */
+            /** @description The updated lead */
             200: {
                 headers: {
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Lead"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            412: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
         };
     };
     stop_clock: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Honoured when sent: stale is 412 */
+                "If-Match"?: string | null;
+            };
             path: {
                 id: string;
             };
@@ -1966,77 +1923,34 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated lead and its ETag */
+            /** @description The updated lead */
             200: {
                 headers: {
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Lead"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            409: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            412: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
         };
     };
     reassign: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Honoured when sent: stale is 412 */
+                "If-Match"?: string | null;
+            };
             path: {
                 id: string;
             };
@@ -2048,70 +1962,32 @@ export interface operations {
             };
         };
         responses: {
-            /** @description The updated lead and its ETag */
+            /** @description The updated lead */
             200: {
                 headers: {
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["Lead"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            412: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
+            412: components["responses"]["PreconditionFailed"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
         };
     };
-    list: {
+    list_mails: {
         parameters: {
             query?: {
-                /** @description QUEUED, SENT or DEAD */
-                status?: string;
+                /** @description Only mails in this state */
+                status?: components["schemas"]["MailStatus"];
                 /** @description Only the mails of this lead */
                 leadId?: string;
                 /** @description Mails per page (default 50) */
@@ -2139,7 +2015,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -2147,7 +2023,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -2155,12 +2031,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
     };
-    get: {
+    get_mail: {
         parameters: {
             query?: never;
             header?: never;
@@ -2185,7 +2061,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -2193,7 +2069,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -2201,7 +2077,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             404: {
@@ -2209,12 +2085,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
     };
-    requeue: {
+    requeue_mail: {
         parameters: {
             query?: never;
             header?: never;
@@ -2239,7 +2115,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             401: {
@@ -2247,7 +2123,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             403: {
@@ -2255,7 +2131,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             404: {
@@ -2263,7 +2139,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description The mail is not DEAD */
@@ -2272,7 +2148,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -2286,13 +2162,16 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description This document */
+            /** @description This document (OpenAPI 3.1) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": unknown;
+                };
             };
+            400: components["responses"]["BadRequest"];
         };
     };
     list_territories: {
@@ -2310,17 +2189,11 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TerritoryDto"][];
+                    "application/json": components["schemas"]["Territory"][];
                 };
             };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
         };
     };
     get_territory: {
@@ -2328,37 +2201,25 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description DE or CH */
+                /** @description DE or CH; any other id is 404 */
                 id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
+            /** @description The territory */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["TerritoryDto"];
+                    "application/json": components["schemas"]["Territory"];
                 };
             };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
         };
     };
     page: {
@@ -2390,11 +2251,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description The process serves requests */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
             };
         };
     };
@@ -2407,20 +2271,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `{status, database, eventListener}`: `UP` (the listener `OFF` when the pipeline is switched off) */
+            /** @description Ready: the database is `UP`, the event listener `UP` (`OFF` when the pipeline is switched off) */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
             };
-            /** @description The database or the event listener is down */
+            /** @description The database or the event listener is down; the problem names both (`database`, `eventListener`) */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };
@@ -2479,7 +2345,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /** @description Follow-up mail is not configured on this replica */
@@ -2488,7 +2354,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Problem"];
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

@@ -76,7 +76,7 @@ fn require_dashboard(actor: &Actor) -> Result<()> {
 }
 
 /// `GET /api/dashboard/followup`
-#[utoipa::path(get, path = "/api/dashboard/followup", tag = "cockpit", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/dashboard/followup", operation_id = "get_followup_figures", tag = "cockpit", security(("bearer" = [])),
     params(("territory" = Option<String>, Query, description = "DE or CH: narrow the caller's scope to one territory (outside the caller's territories: all figures 0)")),
     responses(
         (status = 200, description = "The cockpit figures of the caller's scope (admin: all; manager, viewer: own territories; sales: own leads)", body = FollowUpFigures),
@@ -100,7 +100,7 @@ pub async fn figures(
 }
 
 /// `GET /api/dashboard/followup-stream`
-#[utoipa::path(get, path = "/api/dashboard/followup-stream", tag = "cockpit", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/dashboard/followup-stream", operation_id = "stream_followup_figures", tag = "cockpit", security(("bearer" = [])),
     params(("territory" = Option<String>, Query, description = "DE or CH, as for GET /api/dashboard/followup")),
     responses(
         (status = 200, description = "`text/event-stream`: a `: open` comment, then `event: followup-metrics` messages whose `data:` is the JSON of GET /api/dashboard/followup — once on connect, then whenever the scope's figures change; a `: keep-alive` comment after 15 s of quiet. Ends when the server stops", content_type = "text/event-stream", body = FollowUpFigures),

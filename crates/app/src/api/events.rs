@@ -137,7 +137,7 @@ fn require_feed_role(actor: &Actor) -> Result<()> {
 }
 
 /// `GET /api/events`
-#[utoipa::path(get, path = "/api/events", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/events", operation_id = "list_events", tag = "events", security(("bearer" = [])),
     params(
         ("after" = Option<String>, Query, description = "A cursor from `nextCursor` or an SSE `id:`; without it the page starts at the oldest retained event"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)"),
@@ -170,7 +170,7 @@ pub async fn list(
 }
 
 /// `GET /api/events/stream`
-#[utoipa::path(get, path = "/api/events/stream", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/events/stream", operation_id = "stream_events", tag = "events", security(("bearer" = [])),
     params(
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor (sent by EventSource on reconnect); wins over `after`"),
         ("after" = Option<String>, Query, description = "Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only"),

@@ -72,7 +72,7 @@ fn require_admin(actor: &Actor, what: &str) -> Result<()> {
 }
 
 /// `POST /api/followups/run`
-#[utoipa::path(post, path = "/api/followups/run", tag = "followups", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/followups/run", operation_id = "run_followups", tag = "followups", security(("bearer" = [])),
     responses(
         (status = 200, description = "The run report: T+3/T+7 SENT counts, SKIPPED in `skippedCount`", body = RunReport),
         (status = 401, body = Problem), (status = 403, body = Problem),
@@ -112,7 +112,7 @@ pub async fn run(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespo
 }
 
 /// `GET /api/followups/runs`
-#[utoipa::path(get, path = "/api/followups/runs", tag = "followups", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/followups/runs", operation_id = "list_followup_runs", tag = "followups", security(("bearer" = [])),
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many runs (default 20)")),
     responses(
         (status = 200, description = "The latest runs, newest first", body = RunList),

@@ -127,7 +127,7 @@ fn ok(body: &impl serde::Serialize) -> HttpResponse {
 }
 
 /// `GET /api/mails`
-#[utoipa::path(get, path = "/api/mails", tag = "mails", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/mails", operation_id = "list_mails", tag = "mails", security(("bearer" = [])),
     params(
         ("status" = Option<MailStatus>, Query, description = "Only mails in this state"),
         ("leadId" = Option<Uuid>, Query, description = "Only the mails of this lead"),
@@ -184,7 +184,7 @@ pub async fn list(
 }
 
 /// `GET /api/mails/{id}`
-#[utoipa::path(get, path = "/api/mails/{id}", tag = "mails", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/mails/{id}", operation_id = "get_mail", tag = "mails", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "The mail with its bodies", body = Mail),
@@ -207,7 +207,7 @@ pub async fn get(
 }
 
 /// `POST /api/mails/{id}/requeue`
-#[utoipa::path(post, path = "/api/mails/{id}/requeue", tag = "mails", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/mails/{id}/requeue", operation_id = "requeue_mail", tag = "mails", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "The mail, QUEUED again with its attempts reset and due now", body = Mail),

@@ -90,7 +90,7 @@ fn refuse(req: &HttpRequest, problem: Problem) -> HttpResponse {
 }
 
 /// `GET /unsubscribe`
-#[utoipa::path(get, path = "/unsubscribe", tag = "followups",
+#[utoipa::path(get, path = "/unsubscribe", operation_id = "unsubscribe", tag = "followups",
     params(("token" = String, Query, description = "The signed token of the mail's unsubscribe link")),
     responses(
         (status = 200, description = "A German confirmation page; repeated clicks answer the same and change nothing", content_type = "text/html"),
