@@ -110,9 +110,12 @@ pub struct ActivityCreate {
         skip_serializing_if = "Option::is_none"
     )]
     pub occurred_at: Option<OffsetDateTime>,
-    /// Free text.
+    /// Free text (line breaks and tabs allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 2000)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub description: Option<String>,
 }
 

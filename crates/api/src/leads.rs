@@ -162,28 +162,56 @@ pub struct Lead {
     #[schema(minimum = 1)]
     pub version: i64,
     /// The company.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        min_length = 1,
+        max_length = 255
+    )]
     pub company_name: String,
     /// Contact person.
-    #[schema(required = true, max_length = 255)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 255
+    )]
     pub contact_person: Option<String>,
     /// Email address.
     #[schema(required = true, format = Email, max_length = 254)]
     pub email: Option<String>,
     /// Phone.
-    #[schema(required = true, max_length = 50)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 50
+    )]
     pub phone: Option<String>,
     /// Website.
-    #[schema(required = true, max_length = 255)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 255
+    )]
     pub website: Option<String>,
     /// Street.
-    #[schema(required = true, max_length = 255)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 255
+    )]
     pub street: Option<String>,
     /// Postal code.
-    #[schema(required = true, max_length = 20)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 20
+    )]
     pub postal_code: Option<String>,
     /// City.
-    #[schema(required = true, max_length = 100)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 100
+    )]
     pub city: Option<String>,
     /// ISO 3166-1 alpha-2, upper case.
     #[schema(pattern = "^[A-Z]{2}$")]
@@ -203,12 +231,20 @@ pub struct Lead {
     #[schema(required = true, minimum = 0)]
     pub estimated_volume: Option<f64>,
     /// Industry.
-    #[schema(required = true, max_length = 50)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 50
+    )]
     pub industry: Option<String>,
     /// Source.
     pub source: LeadSource,
     /// Campaign.
-    #[schema(required = true, max_length = 255)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$",
+        required = true,
+        max_length = 255
+    )]
     pub source_campaign: Option<String>,
     /// Consent to follow-up mails.
     pub email_consent: bool,
@@ -255,11 +291,15 @@ pub struct Lead {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LeadCreate {
     /// Required; 1–255 characters after trimming.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub company_name: String,
     /// Contact person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 255)]
     pub contact_person: Option<String>,
     /// Email address (an empty string means none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -267,23 +307,23 @@ pub struct LeadCreate {
     pub email: Option<String>,
     /// Phone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 50)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 50)]
     pub phone: Option<String>,
     /// Website.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 255)]
     pub website: Option<String>,
     /// Street.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 255)]
     pub street: Option<String>,
     /// Postal code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 20)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 20)]
     pub postal_code: Option<String>,
     /// City.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 100)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 100)]
     pub city: Option<String>,
     /// ISO 3166-1 alpha-2 (any case); default `DE`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -309,14 +349,14 @@ pub struct LeadCreate {
     pub estimated_volume: Option<f64>,
     /// Industry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 50)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 50)]
     pub industry: Option<String>,
     /// Default `WEB`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<LeadSource>,
     /// Campaign.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", max_length = 255)]
     pub source_campaign: Option<String>,
     /// Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -352,7 +392,12 @@ pub struct LeadPatch {
         deserialize_with = "patch::required",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(nullable = false, min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        nullable = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub company_name: Option<String>,
     /// Contact person.
     #[serde(
@@ -360,7 +405,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 255)]
     pub contact_person: Option<Option<String>>,
     /// Email address (an empty string clears it too).
     #[serde(
@@ -376,7 +421,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 50)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 50)]
     pub phone: Option<Option<String>>,
     /// Website.
     #[serde(
@@ -384,7 +429,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 255)]
     pub website: Option<Option<String>>,
     /// Street.
     #[serde(
@@ -392,7 +437,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 255)]
     pub street: Option<Option<String>>,
     /// Postal code.
     #[serde(
@@ -400,7 +445,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 20)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 20)]
     pub postal_code: Option<Option<String>>,
     /// City.
     #[serde(
@@ -408,7 +453,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 100)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 100)]
     pub city: Option<Option<String>>,
     /// ISO 3166-1 alpha-2 (any case); moving between territories follows it.
     #[serde(
@@ -456,7 +501,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 50)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 50)]
     pub industry: Option<Option<String>>,
     /// Source.
     #[serde(
@@ -472,7 +517,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<String>, max_length = 255)]
+    #[schema(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$", value_type = Option<String>, max_length = 255)]
     pub source_campaign: Option<Option<String>>,
     /// Consent to follow-up mails.
     #[serde(
@@ -494,9 +539,14 @@ pub struct LeadPatch {
     /// Only with `status: ACTIVE` on an EXPIRED lead (managers/admins): its new owner; in any
     /// other patch 422 (reassign with `PUT /api/leads/{id}/owner`). `null` is the same as absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub owner_user_id: Option<String>,
-    /// Replaces the collaborators (a set); null clears them.
+    /// Replaces the collaborators (a set of user ids, 1–64 characters each, no control
+    /// characters); null clears them.
     #[serde(
         default,
         deserialize_with = "patch::nullable",
@@ -511,7 +561,11 @@ pub struct LeadPatch {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OwnerChange {
     /// The new owner's user id.
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        min_length = 1,
+        max_length = 64
+    )]
     pub owner_user_id: String,
 }
 
@@ -519,8 +573,12 @@ pub struct OwnerChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClockStop {
-    /// Why the protection clock stops.
-    #[schema(min_length = 1, max_length = 500)]
+    /// Why the protection clock stops (line breaks and tabs allowed).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*[^\s\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F][^\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 

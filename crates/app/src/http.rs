@@ -76,31 +76,69 @@ pub fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
         .is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| strip(t) == strip(etag)))
 }
 
-/// The version an `If-Match` header pins for lead `id`: `Ok(None)` when absent (the caller
-/// decides whether that is 428), `Ok(Some(-1))` when it names another resource or is unparsable
-/// (so it fails as 412), `Ok(Some(v))` otherwise. `*` matches any version.
-pub fn if_match_version(req: &HttpRequest, id: Uuid) -> Option<i64> {
-    let raw = req.headers().get(header::IF_MATCH)?.to_str().unwrap_or("");
-    let mut best = -1;
-    for tag in raw.split(',') {
-        let tag = tag.trim();
-        if tag == "*" {
-            return Some(i64::MIN);
+/// The opaque parts of an RFC 9110 entity-tag list (`"…"` or `W/"…"`, separated by commas with
+/// optional spaces and tabs), or `None` when the text is not one.
+fn entity_tags(raw: &str) -> Option<Vec<&str>> {
+    const OWS: [char; 2] = [' ', '\t'];
+    let mut rest = raw.trim_matches(OWS);
+    let mut tags = Vec::new();
+    loop {
+        let opaque = rest.strip_prefix("W/").unwrap_or(rest).strip_prefix('"')?;
+        let end = opaque.find('"')?;
+        let inner = &opaque[..end];
+        if !inner
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x7e).contains(&b))
+        {
+            return None;
         }
-        let inner = tag.trim_matches('"');
+        tags.push(inner);
+        rest = opaque[end + 1..].trim_start_matches(OWS);
+        if rest.is_empty() {
+            return Some(tags);
+        }
+        rest = rest.strip_prefix(',')?.trim_start_matches(OWS);
+    }
+}
+
+/// The version an `If-Match` header names for lead `id`: `None` without the header (or with an
+/// empty one),
+/// `Some(i64::MIN)` for `*`, `Some(-1)` when no tag names this lead (stale: 412). A header that is
+/// not `*` or a list of entity tags is 400.
+pub fn if_match_version(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Problem> {
+    // An empty field value is an empty list: no precondition, as if the header were absent.
+    let Some(raw) = req
+        .headers()
+        .get(header::IF_MATCH)
+        .filter(|v| !v.as_bytes().iter().all(|b| matches!(b, b' ' | b'\t')))
+    else {
+        return Ok(None);
+    };
+    let malformed = || {
+        Problem::bad_field(
+            "If-Match",
+            "must be * or a list of entity tags such as \"<etag>\"",
+        )
+    };
+    let raw = raw.to_str().map_err(|_| malformed())?;
+    if raw.trim_matches([' ', '\t']) == "*" {
+        return Ok(Some(i64::MIN));
+    }
+    let mut best = -1;
+    for inner in entity_tags(raw).ok_or_else(malformed)? {
         if let Some((tid, v)) = inner.split_once('-')
             && tid == id.simple().to_string()
             && let Ok(v) = v.parse::<i64>()
         {
-            best = v;
+            best = best.max(v);
         }
     }
-    Some(best)
+    Ok(Some(best))
 }
 
-/// `If-Match` required (PATCH, DELETE): 428 when missing.
+/// `If-Match` where SPEC §9 requires it (PATCH, DELETE): missing is 428.
 pub fn required_if_match(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Problem> {
-    match if_match_version(req, id) {
+    match if_match_version(req, id)? {
         None => Err(Problem::new(
             actix_web::http::StatusCode::PRECONDITION_REQUIRED,
             "precondition-required",
@@ -111,12 +149,12 @@ pub fn required_if_match(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Pro
     }
 }
 
-/// `If-Match` honoured when sent (owner, clock).
-pub fn optional_if_match(req: &HttpRequest, id: Uuid) -> Option<i64> {
-    match if_match_version(req, id) {
+/// `If-Match` where it is honoured when sent (owner, clock).
+pub fn optional_if_match(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Problem> {
+    Ok(match if_match_version(req, id)? {
         None | Some(i64::MIN) => None,
         Some(v) => Some(v),
-    }
+    })
 }
 
 fn parse_u32(name: &str, v: &str) -> Result<u32, Problem> {
@@ -410,6 +448,28 @@ mod tests {
             "other controls are the parsers' business"
         );
         assert_eq!(nul_parameter(""), None);
+    }
+
+    #[test]
+    fn entity_tag_lists_are_read_as_rfc_9110_writes_them() {
+        assert_eq!(entity_tags("\"a-1\""), Some(vec!["a-1"]));
+        assert_eq!(
+            entity_tags(" W/\"x,y\" ,\t\"\" , \"z\"\t"),
+            Some(vec!["x,y", "", "z"])
+        );
+        for bad in [
+            "",
+            "*",
+            "abc",
+            "{}",
+            "\"a\" \"b\"",
+            "\"a\",",
+            "\"a",
+            "\"ä\"",
+            "null",
+        ] {
+            assert_eq!(entity_tags(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

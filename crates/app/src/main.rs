@@ -72,8 +72,7 @@ async fn main() -> anyhow::Result<()> {
             if args.len() != 1 {
                 usage()
             }
-            let json = freshplan_app::openapi::document()
-                .to_pretty_json()
+            let json = serde_json::to_string_pretty(&freshplan_app::openapi::document())
                 .context("serialising the OpenAPI document")?;
             // `freshplan openapi | head` is fine: a closed pipe is not an error.
             match writeln!(std::io::stdout().lock(), "{json}") {

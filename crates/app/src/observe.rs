@@ -9,7 +9,7 @@ use crate::AppState;
 /// when metrics are switched off (`FRESHPLAN_METRICS=false`).
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses(
     (status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain"),
-    (status = 404, description = "Metrics are switched off")))]
+    (status = 404, description = "Metrics are switched off", body = crate::problem::Problem)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     match &state.metrics {
         Some(m) => HttpResponse::Ok()

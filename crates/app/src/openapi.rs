@@ -2,6 +2,7 @@
 //! `freshplan_api` (the same types that parse and render the bodies).
 
 use actix_web::HttpResponse;
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
@@ -151,7 +152,7 @@ struct ApiDoc;
 /// The document, with the bearer scheme; every error response is `application/problem+json`,
 /// and every `/api/` operation can answer 400 (a U+0000 in any query parameter is refused before
 /// the handler: `crate::http::refuse_nul_in_query`).
-pub fn document() -> utoipa::openapi::OpenApi {
+fn generated() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     for (path, item) in doc.paths.paths.iter_mut() {
         let operations = [
@@ -192,6 +193,177 @@ pub fn document() -> utoipa::openapi::OpenApi {
         );
     }
     doc
+}
+
+/// The OpenAPI 3.1 document as served. On top of what utoipa generates, it states what the
+/// derive cannot: the SSE streams' events (one schema per event, `data` as JSON of the named
+/// schema — OpenAPI 3.2's `itemSchema` way, which schemathesis reads), the enums whose values
+/// come from the domain (country codes, event types), the item rules of `collaboratorUserIds`,
+/// and link objects spelled as OpenAPI spells them (`operationId`).
+pub fn document() -> Value {
+    let mut doc = serde_json::to_value(generated()).unwrap_or_default();
+    rename_link_keys(&mut doc);
+    let event_types: Vec<Value> = api::events::event_types().map(Value::from).collect();
+    let countries: Vec<Value> = freshplan_territory::country_codes()
+        .iter()
+        .flat_map(|c| [Value::from(*c), Value::from(c.to_ascii_lowercase())])
+        .collect();
+    let schemas = &mut doc["components"]["schemas"];
+    for body in ["LeadCreate", "LeadPatch"] {
+        let country = &mut schemas[body]["properties"]["countryCode"];
+        if let Some(o) = country.as_object_mut() {
+            o.remove("pattern");
+            o.insert("enum".into(), Value::Array(countries.clone()));
+        }
+    }
+    if let Some(Value::Object(collaborators)) =
+        doc.pointer_mut("/components/schemas/LeadPatch/properties/collaboratorUserIds")
+    {
+        collaborators.remove("oneOf");
+        collaborators.insert("type".into(), json!(["array", "null"]));
+        collaborators.insert(
+            "items".into(),
+            json!({"type": "string", "minLength": 1, "maxLength": 64, "pattern": USER_ID_PATTERN}),
+        );
+    }
+    schemas_insert(
+        &mut doc,
+        "TokenExpired",
+        json!({
+            "type": "object",
+            "description": "The last message of a stream whose bearer token expired (`event: token-expired`, no `id:`): reconnect with a new token (and `Last-Event-ID`).",
+            "required": ["reason", "expiredAt"],
+            "properties": {
+                "reason": {"type": "string", "const": "token expired"},
+                "expiredAt": {"type": "string", "format": "date-time"}
+            }
+        }),
+    );
+    for (path, data_event) in [
+        (
+            "/api/events/stream",
+            json!({"$ref": "#/components/schemas/CloudEvent"}),
+        ),
+        (
+            "/api/dashboard/followup-stream",
+            json!({"$ref": "#/components/schemas/FollowUpFigures"}),
+        ),
+    ] {
+        // An unnamed SSE message is a `message` event (what EventSource and schemathesis call it).
+        let named = if path == "/api/events/stream" {
+            json!({"const": "message"})
+        } else {
+            json!({"const": crate::api::dashboard::FIGURES_EVENT})
+        };
+        let event = json!({
+            "type": "object",
+            "required": ["data"],
+            "properties": {
+                "id": {"type": "string"},
+                "event": {"anyOf": [named, {"const": crate::sse::TOKEN_EXPIRED_EVENT}]},
+                "retry": {"type": "integer"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": {"anyOf": [data_event, {"$ref": "#/components/schemas/TokenExpired"}]}
+                }
+            }
+        });
+        if let Some(content) = doc.pointer_mut(&format!(
+            "/paths/{}/get/responses/200/content/text~1event-stream",
+            path.replace('/', "~1")
+        )) {
+            *content = json!({"itemSchema": event});
+        }
+    }
+    // An optional query or header parameter is absent or a string, never JSON null.
+    if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for operation in item.values_mut() {
+                let Some(Value::Array(params)) = operation.get_mut("parameters") else {
+                    continue;
+                };
+                for param in params {
+                    // Text parameters never hold U+0000 (`crate::http::refuse_nul_in_query`).
+                    let schema = &mut param["schema"];
+                    let text = schema["type"] == "string"
+                        || schema["type"]
+                            .as_array()
+                            .is_some_and(|t| t.contains(&json!("string")));
+                    let open = ["pattern", "enum", "format"]
+                        .iter()
+                        .all(|k| schema.get(k).is_none());
+                    if text && open {
+                        schema["pattern"] = json!(r"^[^\u0000]*$");
+                    }
+                    if let Some(Value::Array(types)) = param.pointer_mut("/schema/type") {
+                        types.retain(|t| t != "null");
+                        if let [only] = types.as_slice() {
+                            let only = only.clone();
+                            param["schema"]["type"] = only;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (path, operation) in [("/api/events", "get"), ("/api/events/stream", "get")] {
+        if let Some(Value::Array(params)) = doc.pointer_mut(&format!(
+            "/paths/{}/{operation}/parameters",
+            path.replace('/', "~1")
+        )) {
+            for p in params.iter_mut().filter(|p| p["name"] == "type") {
+                p["schema"] = json!({"type": "string", "enum": event_types.clone()});
+            }
+        }
+    }
+    doc
+}
+
+/// The pattern of a user id in a body or query: 1–64 characters, not blank, no control
+/// characters.
+pub const USER_ID_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$";
+
+fn schemas_insert(doc: &mut Value, name: &str, schema: Value) {
+    if let Some(Value::Object(schemas)) = doc.pointer_mut("/components/schemas") {
+        schemas.insert(name.to_owned(), schema);
+    }
+}
+
+/// utoipa writes a link's fields in snake case; OpenAPI spells them in camel case.
+fn rename_link_keys(doc: &mut Value) {
+    let Some(Value::Object(paths)) = doc.get_mut("paths") else {
+        return;
+    };
+    for item in paths.values_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for operation in item.values_mut() {
+            let Some(Value::Object(responses)) = operation.get_mut("responses") else {
+                continue;
+            };
+            for response in responses.values_mut() {
+                let Some(Value::Object(links)) = response.get_mut("links") else {
+                    continue;
+                };
+                for link in links.values_mut() {
+                    let Some(link) = link.as_object_mut() else {
+                        continue;
+                    };
+                    for (from, to) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(v) = link.remove(from) {
+                            link.insert(to.to_owned(), v);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `GET /api/openapi.json`

@@ -37,6 +37,15 @@ pub fn is_valid_country_code(code: &str) -> bool {
     normalise_country_code(code).is_ok()
 }
 
+/// Every ISO 3166-1 alpha-2 code [`normalise_country_code`] accepts, upper case and sorted.
+///
+/// ```
+/// assert!(freshplan_territory::country_codes().contains(&"LI"));
+/// ```
+pub fn country_codes() -> &'static [&'static str] {
+    &COUNTRY_CODES
+}
+
 /// Trims `code`, upper-cases it (ASCII only) and checks it against the officially assigned
 /// ISO 3166-1 alpha-2 codes.
 ///

@@ -37,7 +37,8 @@ pub mod testing;
 
 pub use calendar::{easter_sunday, holidays, is_business_day, is_holiday};
 pub use country::{
-    CountryError, is_valid_country_code, normalise_country_code, territory_for_country,
+    CountryError, country_codes, is_valid_country_code, normalise_country_code,
+    territory_for_country,
 };
 pub use freshplan_kernel::TerritoryId;
 pub use hours::{in_business_hours, local_date, next_business_slot, start_of_local_day, to_local};

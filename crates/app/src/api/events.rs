@@ -139,12 +139,12 @@ fn require_feed_role(actor: &Actor) -> Result<()> {
 /// `GET /api/events`
 #[utoipa::path(get, path = "/api/events", operation_id = "list_events", tag = "events", security(("bearer" = [])),
     params(
-        ("after" = Option<String>, Query, description = "A cursor from `nextCursor` or an SSE `id:`; without it the page starts at the oldest retained event"),
+        ("after" = Option<String>, Query, pattern = "^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,17})$", description = "A cursor from `nextCursor` or an SSE `id:`; without it the page starts at the oldest retained event"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Events per page (default 100)"),
         ("type" = Option<String>, Query, description = "Only events of this catalog type, e.g. `lead.created.v1`")),
     responses(
         (status = 200, description = "Events in commit order and the cursor to pass as `after` next (unchanged when there is nothing new)", body = EventPage),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden)))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -172,12 +172,12 @@ pub async fn list(
 /// `GET /api/events/stream`
 #[utoipa::path(get, path = "/api/events/stream", operation_id = "stream_events", tag = "events", security(("bearer" = [])),
     params(
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this cursor (sent by EventSource on reconnect); wins over `after`"),
-        ("after" = Option<String>, Query, description = "Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,17})$", description = "Resume after this cursor (sent by EventSource on reconnect); wins over `after`"),
+        ("after" = Option<String>, Query, pattern = "^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,17})$", description = "Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only"),
         ("type" = Option<String>, Query, description = "Only events of this catalog type")),
     responses(
-        (status = 200, description = "`text/event-stream`: first a `: open` comment (subscribed), then one CloudEvent (JSON) per message in its `data:` line with `id:` = its cursor and no `event:` name (EventSource `message` events), in commit order, each once; a `: keep-alive` comment after 15 s of quiet. The stream ends when the server stops; reconnect with `Last-Event-ID`", content_type = "text/event-stream", body = CloudEvent),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 200, description = "`text/event-stream`: first a `: open` comment (subscribed), then one CloudEvent (JSON) per message in its `data:` line with `id:` = its cursor and no `event:` name (EventSource `message` events), in commit order, each once; a `: keep-alive` comment after 15 s of quiet. The stream ends when the server stops (reconnect with the same token and `Last-Event-ID`), and at the bearer token's `exp`: a last message `event: token-expired` with `data: {\"reason\":\"token expired\",\"expiredAt\":\"<exp, RFC 3339>\"}` and no `id:` line (so `Last-Event-ID` stays at the last event), then the response closes; reconnect with a new token and `Last-Event-ID`.", content_type = "text/event-stream", body = CloudEvent),
+        (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden),
         (status = 503, description = "The event pipeline is switched off on this replica (FRESHPLAN_EVENTS=false)", body = Problem)))]
 pub async fn stream(
     req: HttpRequest,
@@ -187,8 +187,10 @@ pub async fn stream(
     require_feed_role(&caller.0)?;
     let expires_at = caller.expires_at();
     let q = feed_query(req.query_string(), true)?;
+    // An empty Last-Event-ID is none (EventSource sends none while its last id is empty).
     let last_event_id = match req.headers().get("last-event-id") {
         None => None,
+        Some(v) if v.as_bytes().iter().all(|b| matches!(b, b' ' | b'\t')) => None,
         Some(v) => Some(
             v.to_str()
                 .ok()

@@ -75,7 +75,7 @@ fn require_admin(actor: &Actor, what: &str) -> Result<()> {
 #[utoipa::path(post, path = "/api/followups/run", operation_id = "run_followups", tag = "followups", security(("bearer" = [])),
     responses(
         (status = 200, description = "The run report: T+3/T+7 SENT counts, SKIPPED in `skippedCount`", body = RunReport),
-        (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden),
         (status = 409, description = "Another run (on any replica) holds the cluster-wide lock", body = Problem),
         (status = 500, description = "The run failed after committing what `runId` names (see GET /api/followups/runs)", body = Problem),
         (status = 503, description = "Follow-up mail is not configured on this replica", body = Problem)))]
@@ -116,7 +116,7 @@ pub async fn run(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespo
     params(("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "How many runs (default 20)")),
     responses(
         (status = 200, description = "The latest runs, newest first", body = RunList),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden)))]
 pub async fn runs(
     req: HttpRequest,
     state: web::Data<AppState>,

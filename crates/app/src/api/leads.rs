@@ -122,11 +122,32 @@ impl Errors {
         r.map_err(|e| self.0.push(e)).ok()
     }
 
+    /// The domain trims; the document's `maxLength` counts what was sent, so both apply.
+    fn within(&mut self, field: &'static str, s: &str, max: usize) -> bool {
+        let ok = s.chars().count() <= max;
+        if !ok {
+            self.0.push(FieldError::new(
+                field,
+                format!("must be at most {max} characters"),
+            ));
+        }
+        ok
+    }
+
     fn text(&mut self, field: &'static str, s: Option<String>, max: usize) -> Option<String> {
+        if !s.as_deref().is_none_or(|s| self.within(field, s, max)) {
+            return None;
+        }
         self.take(bounded_text(field, s.as_deref(), max)).flatten()
     }
 
     fn email(&mut self, s: Option<String>) -> Option<Email> {
+        if !s
+            .as_deref()
+            .is_none_or(|s| self.within("email", s, Email::MAX_LEN))
+        {
+            return None;
+        }
         match s {
             Some(s) if !s.trim().is_empty() => self.take(Email::parse(&s)),
             _ => None,
@@ -163,6 +184,9 @@ impl Errors {
     }
 
     fn user(&mut self, field: &'static str, s: &str) -> Option<UserId> {
+        if !self.within(field, s, UserId::MAX_LEN) {
+            return None;
+        }
         self.take(UserId::parse(s).map_err(|e| FieldError::new(field, e.to_string())))
     }
 
@@ -178,7 +202,11 @@ impl Errors {
 /// A `POST /api/leads` body as the domain's lead data and backdated registration.
 pub fn create_command(body: api::LeadCreate) -> Result<(LeadData, Option<time::OffsetDateTime>)> {
     let mut errs = Errors::default();
-    let company = errs.take(CompanyName::parse(&body.company_name));
+    let company = if errs.within("companyName", &body.company_name, CompanyName::MAX_LEN) {
+        errs.take(CompanyName::parse(&body.company_name))
+    } else {
+        None
+    };
     let country = match body.country_code.as_deref() {
         Some(c) => errs.country(c),
         None => Some("DE".to_owned()),
@@ -243,9 +271,13 @@ pub fn patch_command(body: api::LeadPatch) -> Result<LeadPatch> {
         body.source_campaign,
         limits::SOURCE_CAMPAIGN,
     );
-    let company_name = body
-        .company_name
-        .and_then(|c| errs.take(CompanyName::parse(&c)));
+    let company_name = body.company_name.and_then(|c| {
+        if errs.within("companyName", &c, CompanyName::MAX_LEN) {
+            errs.take(CompanyName::parse(&c))
+        } else {
+            None
+        }
+    });
     let email = body.email.map(|e| errs.email(e));
     let country_code = body.country_code.and_then(|c| errs.country(&c));
     let employee_count = body
@@ -302,7 +334,7 @@ fn lead_response(status: StatusCode, state: &AppState, lead: &Lead) -> HttpRespo
         ("sort" = Option<String>, Query, pattern = r"^(createdAt|updatedAt|companyName|status|registeredAt|lastActivityAt|estimatedVolume|city)(,(asc|desc|ASC|DESC|Asc|Desc))?$", description = "field,asc|desc (default createdAt,asc)"),
         ("status" = Option<Vec<api::LeadStatus>>, Query, explode = true, description = "Repeatable; also comma-separated"),
         ("territory" = Option<String>, Query, pattern = "^(DE|CH)$", description = "DE or CH"),
-        ("ownerUserId" = Option<String>, Query, min_length = 1, max_length = 64),
+        ("ownerUserId" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"),
         ("businessType" = Option<api::BusinessType>, Query),
         ("q" = Option<String>, Query, max_length = 100, description = "Case-insensitive substring of company, contact, email, city; % and _ are literal"),
         ("includeDeleted" = Option<bool>, Query, description = "Admins only: list soft-deleted leads too")),
@@ -311,7 +343,8 @@ fn lead_response(status: StatusCode, state: &AppState, lead: &Lead) -> HttpRespo
             headers(("ETag" = String, description = "Weak; differs per page, filter and data"))),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, response = crate::openapi::BadRequest),
-        (status = 401, response = crate::openapi::Unauthorized)))]
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden)))]
 pub async fn list_leads(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -345,7 +378,7 @@ pub async fn list_leads(
 
 /// `POST /api/leads`
 #[utoipa::path(post, path = "/api/leads", tag = "leads", security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, description = "Replays the first response for 24 h; the same key with another body is 422")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1–255 visible ASCII characters. Replays the first response for 24 h; the same key with another body is 422")),
     request_body(content = api::LeadCreate, description = "Lead fields (SPEC 4.1)"),
     responses(
         (status = 201, description = "The lead", body = api::Lead,
@@ -377,11 +410,10 @@ pub async fn create_lead(
     let idempotency = match req.headers().get("idempotency-key") {
         None => None,
         Some(v) => {
-            let key = v
-                .to_str()
-                .ok()
-                .map(str::trim)
-                .filter(|k| !k.is_empty() && k.len() <= 255);
+            // Visible ASCII only, as the document's pattern says.
+            let key = v.to_str().ok().filter(|k| {
+                (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+            });
             Some((
                 key.ok_or_else(|| {
                     Problem::bad_field("Idempotency-Key", "must be 1-255 visible characters")
@@ -438,7 +470,7 @@ pub async fn get_lead(
 
 /// `PATCH /api/leads/{id}` (JSON merge patch)
 #[utoipa::path(patch, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The lead's ETag; missing is 428, stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`); missing is 428, stale is 412")),
     request_body(content((api::LeadPatch = "application/merge-patch+json"), (api::LeadPatch = "application/json"))),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String, description = "The new strong ETag"))),
@@ -470,7 +502,7 @@ pub async fn patch_lead(
 
 /// `DELETE /api/leads/{id}`
 #[utoipa::path(delete, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The lead's ETag; missing is 428, stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`); missing is 428, stale is 412")),
     responses(
         (status = 204, description = "Soft-deleted"),
         (status = 400, response = crate::openapi::BadRequest),
@@ -493,7 +525,7 @@ pub async fn delete_lead(
 
 /// `PUT /api/leads/{id}/owner`
 #[utoipa::path(put, path = "/api/leads/{id}/owner", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Honoured when sent: stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent: stale is 412")),
     request_body(content = api::OwnerChange),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
@@ -523,14 +555,14 @@ pub async fn reassign(
     let owner = owner.ok_or_else(|| Problem::bad_request("ownerUserId could not be read."))?;
     let lead = state
         .leads
-        .reassign(&caller.0, id, http::optional_if_match(&req, id), owner)
+        .reassign(&caller.0, id, http::optional_if_match(&req, id)?, owner)
         .await?;
     Ok(lead_response(StatusCode::OK, &state, &lead))
 }
 
 /// `POST /api/leads/{id}/clock/stop`
 #[utoipa::path(post, path = "/api/leads/{id}/clock/stop", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Honoured when sent: stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent: stale is 412")),
     request_body(content = api::ClockStop),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
@@ -554,12 +586,20 @@ pub async fn stop_clock(
     let id = http::path_id(&id)?;
     require_json(&req, false)?;
     let stop: api::ClockStop = parse_json(&body)?;
+    // The length as sent, before the precondition (the domain trims, then checks it too).
+    let mut errs = Errors::default();
+    errs.within(
+        "reason",
+        &stop.reason,
+        freshplan_leads::protection::MAX_STOP_REASON,
+    );
+    errs.finish()?;
     let lead = state
         .leads
         .stop_clock(
             &caller.0,
             id,
-            http::optional_if_match(&req, id),
+            http::optional_if_match(&req, id)?,
             &stop.reason,
         )
         .await?;
@@ -568,7 +608,7 @@ pub async fn stop_clock(
 
 /// `POST /api/leads/{id}/clock/resume`
 #[utoipa::path(post, path = "/api/leads/{id}/clock/resume", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "Honoured when sent: stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent: stale is 412")),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
         (status = 400, response = crate::openapi::BadRequest),
@@ -586,7 +626,7 @@ pub async fn resume_clock(
     let id = http::path_id(&id)?;
     let lead = state
         .leads
-        .resume_clock(&caller.0, id, http::optional_if_match(&req, id))
+        .resume_clock(&caller.0, id, http::optional_if_match(&req, id)?)
         .await?;
     Ok(lead_response(StatusCode::OK, &state, &lead))
 }

@@ -132,10 +132,10 @@ fn ok(body: &impl serde::Serialize) -> HttpResponse {
         ("status" = Option<MailStatus>, Query, description = "Only mails in this state"),
         ("leadId" = Option<Uuid>, Query, description = "Only the mails of this lead"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Mails per page (default 50)"),
-        ("after" = Option<String>, Query, description = "`nextCursor` of the previous page")),
+        ("after" = Option<String>, Query, pattern = "^-?(0|[1-9][0-9]{0,15})\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", description = "`nextCursor` of the previous page")),
     responses(
         (status = 200, description = "Mails newest first, without bodies", body = MailPage),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden)))]
 pub async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -188,7 +188,7 @@ pub async fn list(
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "The mail with its bodies", body = Mail),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem)))]
+        (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden), (status = 404, response = crate::openapi::NotFound)))]
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -211,7 +211,7 @@ pub async fn get(
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, description = "The mail, QUEUED again with its attempts reset and due now", body = Mail),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden), (status = 404, response = crate::openapi::NotFound),
         (status = 409, description = "The mail is not DEAD", body = Problem)))]
 pub async fn requeue(
     state: web::Data<AppState>,

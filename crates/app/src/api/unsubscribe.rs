@@ -94,7 +94,7 @@ fn refuse(req: &HttpRequest, problem: Problem) -> HttpResponse {
     params(("token" = String, Query, description = "The signed token of the mail's unsubscribe link")),
     responses(
         (status = 200, description = "A German confirmation page; repeated clicks answer the same and change nothing", content_type = "text/html"),
-        (status = 400, description = "Missing, malformed or forged token: an HTML page, or a problem when the client accepts only JSON", body = Problem),
+        (status = 400, description = "Missing, malformed or forged token: an HTML page, or a problem when the client accepts only JSON", content((String = "text/html"), (Problem = "application/problem+json"))),
         (status = 503, description = "Follow-up mail is not configured on this replica", body = Problem)))]
 pub async fn unsubscribe(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let mut token = None;

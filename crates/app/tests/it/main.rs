@@ -6,6 +6,7 @@ mod bad_input;
 mod client;
 mod clock;
 mod cockpit_browser;
+mod contract;
 mod events;
 #[cfg(unix)] // SIGKILL
 mod followup_replicas;
