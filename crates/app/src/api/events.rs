@@ -172,7 +172,7 @@ pub async fn list(
 /// `GET /api/events/stream`
 #[utoipa::path(get, path = "/api/events/stream", operation_id = "stream_events", tag = "events", security(("bearer" = [])),
     params(
-        ("Last-Event-ID" = Option<String>, Header, pattern = "^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,17})$", description = "Resume after this cursor (sent by EventSource on reconnect); wins over `after`"),
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[ \t]*((0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,17}))?[ \t]*$", description = "Resume after this cursor (sent by EventSource on reconnect); wins over `after`"),
         ("after" = Option<String>, Query, pattern = "^(0|[1-9][0-9]{0,18})-(0|[1-9][0-9]{0,17})$", description = "Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only"),
         ("type" = Option<String>, Query, description = "Only events of this catalog type")),
     responses(

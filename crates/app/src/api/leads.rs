@@ -470,7 +470,7 @@ pub async fn get_lead(
 
 /// `PATCH /api/leads/{id}` (JSON merge patch)
 #[utoipa::path(patch, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`); missing is 428, stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#, description = "The lead's ETag (or `*`); missing or empty is 428, stale is 412")),
     request_body(content((api::LeadPatch = "application/merge-patch+json"), (api::LeadPatch = "application/json"))),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String, description = "The new strong ETag"))),
@@ -502,7 +502,7 @@ pub async fn patch_lead(
 
 /// `DELETE /api/leads/{id}`
 #[utoipa::path(delete, path = "/api/leads/{id}", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`); missing is 428, stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#, description = "The lead's ETag (or `*`); missing or empty is 428, stale is 412")),
     responses(
         (status = 204, description = "Soft-deleted"),
         (status = 400, response = crate::openapi::BadRequest),
@@ -525,7 +525,7 @@ pub async fn delete_lead(
 
 /// `PUT /api/leads/{id}/owner`
 #[utoipa::path(put, path = "/api/leads/{id}/owner", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent: stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent (empty: as if not sent): stale is 412")),
     request_body(content = api::OwnerChange),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
@@ -562,7 +562,7 @@ pub async fn reassign(
 
 /// `POST /api/leads/{id}/clock/stop`
 #[utoipa::path(post, path = "/api/leads/{id}/clock/stop", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent: stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent (empty: as if not sent): stale is 412")),
     request_body(content = api::ClockStop),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
@@ -608,7 +608,7 @@ pub async fn stop_clock(
 
 /// `POST /api/leads/{id}/clock/resume`
 #[utoipa::path(post, path = "/api/leads/{id}/clock/resume", tag = "leads", security(("bearer" = [])),
-    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent: stale is 412")),
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#, description = "The lead's ETag (or `*`), honoured when sent (empty: as if not sent): stale is 412")),
     responses(
         (status = 200, description = "The updated lead", body = api::Lead, headers(("ETag" = String))),
         (status = 400, response = crate::openapi::BadRequest),
