@@ -444,7 +444,7 @@ export interface components {
         };
         /** @description `POST /api/leads/{id}/activities`. */
         ActivityCreate: {
-            /** @description Free text. */
+            /** @description Free text (line breaks and tabs allowed). */
             description?: string | null;
             /**
              * Format: date-time
@@ -491,7 +491,7 @@ export interface components {
         BusinessType: "RESTAURANT" | "HOTEL" | "CANTEEN" | "CATERING" | "OTHER";
         /** @description `POST /api/leads/{id}/clock/stop`. */
         ClockStop: {
-            /** @description Why the protection clock stops. */
+            /** @description Why the protection clock stops (line breaks and tabs allowed). */
             reason: string;
         };
         /** @description A CloudEvents 1.0 event in JSON (SPEC §7.1); `data` per type in `docs/events/catalog.json`. */
@@ -727,8 +727,11 @@ export interface components {
             companyName: string;
             /** @description Contact person. */
             contactPerson?: string | null;
-            /** @description ISO 3166-1 alpha-2 (any case); default `DE`. */
-            countryCode?: string | null;
+            /**
+             * @description ISO 3166-1 alpha-2 (any case); default `DE`.
+             * @enum {string|null}
+             */
+            countryCode?: "AD" | "ad" | "AE" | "ae" | "AF" | "af" | "AG" | "ag" | "AI" | "ai" | "AL" | "al" | "AM" | "am" | "AO" | "ao" | "AQ" | "aq" | "AR" | "ar" | "AS" | "as" | "AT" | "at" | "AU" | "au" | "AW" | "aw" | "AX" | "ax" | "AZ" | "az" | "BA" | "ba" | "BB" | "bb" | "BD" | "bd" | "BE" | "be" | "BF" | "bf" | "BG" | "bg" | "BH" | "bh" | "BI" | "bi" | "BJ" | "bj" | "BL" | "bl" | "BM" | "bm" | "BN" | "bn" | "BO" | "bo" | "BQ" | "bq" | "BR" | "br" | "BS" | "bs" | "BT" | "bt" | "BV" | "bv" | "BW" | "bw" | "BY" | "by" | "BZ" | "bz" | "CA" | "ca" | "CC" | "cc" | "CD" | "cd" | "CF" | "cf" | "CG" | "cg" | "CH" | "ch" | "CI" | "ci" | "CK" | "ck" | "CL" | "cl" | "CM" | "cm" | "CN" | "cn" | "CO" | "co" | "CR" | "cr" | "CU" | "cu" | "CV" | "cv" | "CW" | "cw" | "CX" | "cx" | "CY" | "cy" | "CZ" | "cz" | "DE" | "de" | "DJ" | "dj" | "DK" | "dk" | "DM" | "dm" | "DO" | "do" | "DZ" | "dz" | "EC" | "ec" | "EE" | "ee" | "EG" | "eg" | "EH" | "eh" | "ER" | "er" | "ES" | "es" | "ET" | "et" | "FI" | "fi" | "FJ" | "fj" | "FK" | "fk" | "FM" | "fm" | "FO" | "fo" | "FR" | "fr" | "GA" | "ga" | "GB" | "gb" | "GD" | "gd" | "GE" | "ge" | "GF" | "gf" | "GG" | "gg" | "GH" | "gh" | "GI" | "gi" | "GL" | "gl" | "GM" | "gm" | "GN" | "gn" | "GP" | "gp" | "GQ" | "gq" | "GR" | "gr" | "GS" | "gs" | "GT" | "gt" | "GU" | "gu" | "GW" | "gw" | "GY" | "gy" | "HK" | "hk" | "HM" | "hm" | "HN" | "hn" | "HR" | "hr" | "HT" | "ht" | "HU" | "hu" | "ID" | "id" | "IE" | "ie" | "IL" | "il" | "IM" | "im" | "IN" | "in" | "IO" | "io" | "IQ" | "iq" | "IR" | "ir" | "IS" | "is" | "IT" | "it" | "JE" | "je" | "JM" | "jm" | "JO" | "jo" | "JP" | "jp" | "KE" | "ke" | "KG" | "kg" | "KH" | "kh" | "KI" | "ki" | "KM" | "km" | "KN" | "kn" | "KP" | "kp" | "KR" | "kr" | "KW" | "kw" | "KY" | "ky" | "KZ" | "kz" | "LA" | "la" | "LB" | "lb" | "LC" | "lc" | "LI" | "li" | "LK" | "lk" | "LR" | "lr" | "LS" | "ls" | "LT" | "lt" | "LU" | "lu" | "LV" | "lv" | "LY" | "ly" | "MA" | "ma" | "MC" | "mc" | "MD" | "md" | "ME" | "me" | "MF" | "mf" | "MG" | "mg" | "MH" | "mh" | "MK" | "mk" | "ML" | "ml" | "MM" | "mm" | "MN" | "mn" | "MO" | "mo" | "MP" | "mp" | "MQ" | "mq" | "MR" | "mr" | "MS" | "ms" | "MT" | "mt" | "MU" | "mu" | "MV" | "mv" | "MW" | "mw" | "MX" | "mx" | "MY" | "my" | "MZ" | "mz" | "NA" | "na" | "NC" | "nc" | "NE" | "ne" | "NF" | "nf" | "NG" | "ng" | "NI" | "ni" | "NL" | "nl" | "NO" | "no" | "NP" | "np" | "NR" | "nr" | "NU" | "nu" | "NZ" | "nz" | "OM" | "om" | "PA" | "pa" | "PE" | "pe" | "PF" | "pf" | "PG" | "pg" | "PH" | "ph" | "PK" | "pk" | "PL" | "pl" | "PM" | "pm" | "PN" | "pn" | "PR" | "pr" | "PS" | "ps" | "PT" | "pt" | "PW" | "pw" | "PY" | "py" | "QA" | "qa" | "RE" | "re" | "RO" | "ro" | "RS" | "rs" | "RU" | "ru" | "RW" | "rw" | "SA" | "sa" | "SB" | "sb" | "SC" | "sc" | "SD" | "sd" | "SE" | "se" | "SG" | "sg" | "SH" | "sh" | "SI" | "si" | "SJ" | "sj" | "SK" | "sk" | "SL" | "sl" | "SM" | "sm" | "SN" | "sn" | "SO" | "so" | "SR" | "sr" | "SS" | "ss" | "ST" | "st" | "SV" | "sv" | "SX" | "sx" | "SY" | "sy" | "SZ" | "sz" | "TC" | "tc" | "TD" | "td" | "TF" | "tf" | "TG" | "tg" | "TH" | "th" | "TJ" | "tj" | "TK" | "tk" | "TL" | "tl" | "TM" | "tm" | "TN" | "tn" | "TO" | "to" | "TR" | "tr" | "TT" | "tt" | "TV" | "tv" | "TW" | "tw" | "TZ" | "tz" | "UA" | "ua" | "UG" | "ug" | "UM" | "um" | "US" | "us" | "UY" | "uy" | "UZ" | "uz" | "VA" | "va" | "VC" | "vc" | "VE" | "ve" | "VG" | "vg" | "VI" | "vi" | "VN" | "vn" | "VU" | "vu" | "WF" | "wf" | "WS" | "ws" | "YE" | "ye" | "YT" | "yt" | "ZA" | "za" | "ZM" | "zm" | "ZW" | "zw" | null;
             /**
              * Format: email
              * @description Email address (an empty string means none).
@@ -800,14 +803,20 @@ export interface components {
             businessType?: null | components["schemas"]["BusinessType"];
             /** @description City. */
             city?: string | null;
-            /** @description Replaces the collaborators (a set); null clears them. */
+            /**
+             * @description Replaces the collaborators (a set of user ids, 1–64 characters each, no control
+             *     characters); null clears them.
+             */
             collaboratorUserIds?: string[] | null;
             /** @description 1–255 characters after trimming. */
             companyName?: string;
             /** @description Contact person. */
             contactPerson?: string | null;
-            /** @description ISO 3166-1 alpha-2 (any case); moving between territories follows it. */
-            countryCode?: string;
+            /**
+             * @description ISO 3166-1 alpha-2 (any case); moving between territories follows it.
+             * @enum {string}
+             */
+            countryCode?: "AD" | "ad" | "AE" | "ae" | "AF" | "af" | "AG" | "ag" | "AI" | "ai" | "AL" | "al" | "AM" | "am" | "AO" | "ao" | "AQ" | "aq" | "AR" | "ar" | "AS" | "as" | "AT" | "at" | "AU" | "au" | "AW" | "aw" | "AX" | "ax" | "AZ" | "az" | "BA" | "ba" | "BB" | "bb" | "BD" | "bd" | "BE" | "be" | "BF" | "bf" | "BG" | "bg" | "BH" | "bh" | "BI" | "bi" | "BJ" | "bj" | "BL" | "bl" | "BM" | "bm" | "BN" | "bn" | "BO" | "bo" | "BQ" | "bq" | "BR" | "br" | "BS" | "bs" | "BT" | "bt" | "BV" | "bv" | "BW" | "bw" | "BY" | "by" | "BZ" | "bz" | "CA" | "ca" | "CC" | "cc" | "CD" | "cd" | "CF" | "cf" | "CG" | "cg" | "CH" | "ch" | "CI" | "ci" | "CK" | "ck" | "CL" | "cl" | "CM" | "cm" | "CN" | "cn" | "CO" | "co" | "CR" | "cr" | "CU" | "cu" | "CV" | "cv" | "CW" | "cw" | "CX" | "cx" | "CY" | "cy" | "CZ" | "cz" | "DE" | "de" | "DJ" | "dj" | "DK" | "dk" | "DM" | "dm" | "DO" | "do" | "DZ" | "dz" | "EC" | "ec" | "EE" | "ee" | "EG" | "eg" | "EH" | "eh" | "ER" | "er" | "ES" | "es" | "ET" | "et" | "FI" | "fi" | "FJ" | "fj" | "FK" | "fk" | "FM" | "fm" | "FO" | "fo" | "FR" | "fr" | "GA" | "ga" | "GB" | "gb" | "GD" | "gd" | "GE" | "ge" | "GF" | "gf" | "GG" | "gg" | "GH" | "gh" | "GI" | "gi" | "GL" | "gl" | "GM" | "gm" | "GN" | "gn" | "GP" | "gp" | "GQ" | "gq" | "GR" | "gr" | "GS" | "gs" | "GT" | "gt" | "GU" | "gu" | "GW" | "gw" | "GY" | "gy" | "HK" | "hk" | "HM" | "hm" | "HN" | "hn" | "HR" | "hr" | "HT" | "ht" | "HU" | "hu" | "ID" | "id" | "IE" | "ie" | "IL" | "il" | "IM" | "im" | "IN" | "in" | "IO" | "io" | "IQ" | "iq" | "IR" | "ir" | "IS" | "is" | "IT" | "it" | "JE" | "je" | "JM" | "jm" | "JO" | "jo" | "JP" | "jp" | "KE" | "ke" | "KG" | "kg" | "KH" | "kh" | "KI" | "ki" | "KM" | "km" | "KN" | "kn" | "KP" | "kp" | "KR" | "kr" | "KW" | "kw" | "KY" | "ky" | "KZ" | "kz" | "LA" | "la" | "LB" | "lb" | "LC" | "lc" | "LI" | "li" | "LK" | "lk" | "LR" | "lr" | "LS" | "ls" | "LT" | "lt" | "LU" | "lu" | "LV" | "lv" | "LY" | "ly" | "MA" | "ma" | "MC" | "mc" | "MD" | "md" | "ME" | "me" | "MF" | "mf" | "MG" | "mg" | "MH" | "mh" | "MK" | "mk" | "ML" | "ml" | "MM" | "mm" | "MN" | "mn" | "MO" | "mo" | "MP" | "mp" | "MQ" | "mq" | "MR" | "mr" | "MS" | "ms" | "MT" | "mt" | "MU" | "mu" | "MV" | "mv" | "MW" | "mw" | "MX" | "mx" | "MY" | "my" | "MZ" | "mz" | "NA" | "na" | "NC" | "nc" | "NE" | "ne" | "NF" | "nf" | "NG" | "ng" | "NI" | "ni" | "NL" | "nl" | "NO" | "no" | "NP" | "np" | "NR" | "nr" | "NU" | "nu" | "NZ" | "nz" | "OM" | "om" | "PA" | "pa" | "PE" | "pe" | "PF" | "pf" | "PG" | "pg" | "PH" | "ph" | "PK" | "pk" | "PL" | "pl" | "PM" | "pm" | "PN" | "pn" | "PR" | "pr" | "PS" | "ps" | "PT" | "pt" | "PW" | "pw" | "PY" | "py" | "QA" | "qa" | "RE" | "re" | "RO" | "ro" | "RS" | "rs" | "RU" | "ru" | "RW" | "rw" | "SA" | "sa" | "SB" | "sb" | "SC" | "sc" | "SD" | "sd" | "SE" | "se" | "SG" | "sg" | "SH" | "sh" | "SI" | "si" | "SJ" | "sj" | "SK" | "sk" | "SL" | "sl" | "SM" | "sm" | "SN" | "sn" | "SO" | "so" | "SR" | "sr" | "SS" | "ss" | "ST" | "st" | "SV" | "sv" | "SX" | "sx" | "SY" | "sy" | "SZ" | "sz" | "TC" | "tc" | "TD" | "td" | "TF" | "tf" | "TG" | "tg" | "TH" | "th" | "TJ" | "tj" | "TK" | "tk" | "TL" | "tl" | "TM" | "tm" | "TN" | "tn" | "TO" | "to" | "TR" | "tr" | "TT" | "tt" | "TV" | "tv" | "TW" | "tw" | "TZ" | "tz" | "UA" | "ua" | "UG" | "ug" | "UM" | "um" | "US" | "us" | "UY" | "uy" | "UZ" | "uz" | "VA" | "va" | "VC" | "vc" | "VE" | "ve" | "VG" | "vg" | "VI" | "vi" | "VN" | "vn" | "VU" | "vu" | "WF" | "wf" | "WS" | "ws" | "YE" | "ye" | "YT" | "yt" | "ZA" | "za" | "ZM" | "zm" | "ZW" | "zw";
             /**
              * Format: email
              * @description Email address (an empty string clears it too).
@@ -1166,6 +1175,13 @@ export interface components {
             /** @description Display name. */
             name: string;
         };
+        /** @description The last message of a stream whose bearer token expired (`event: token-expired`, no `id:`): reconnect with a new token (and `Last-Event-ID`). */
+        TokenExpired: {
+            /** Format: date-time */
+            expiredAt: string;
+            /** @constant */
+            reason: "token expired";
+        };
         /**
          * @description The activity types users may log; every one but `NOTE` is a meaningful contact. The system
          *     types are 422.
@@ -1320,30 +1336,9 @@ export interface operations {
                     "application/json": components["schemas"]["FollowUpFigures"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     stream_followup_figures: {
@@ -1358,39 +1353,18 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: a `: open` comment, then `event: followup-metrics` messages whose `data:` is the JSON of GET /api/dashboard/followup — once on connect, then whenever the scope's figures change; a `: keep-alive` comment after 15 s of quiet. Ends when the server stops */
+            /** @description `text/event-stream`: a `: open` comment, then `event: followup-metrics` messages whose `data:` is the JSON of GET /api/dashboard/followup — once on connect, then whenever the scope's figures change; a `: keep-alive` comment after 15 s of quiet. Ends when the server stops, and at the bearer token's `exp` with a last message `event: token-expired`, `data: {"reason":"token expired","expiredAt":"<exp, RFC 3339>"}` (no `id:`); open it again with a new token. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": components["schemas"]["FollowUpFigures"];
+                    "text/event-stream": unknown;
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     list_events: {
@@ -1401,7 +1375,7 @@ export interface operations {
                 /** @description Events per page (default 100) */
                 limit?: number;
                 /** @description Only events of this catalog type, e.g. `lead.created.v1` */
-                type?: string;
+                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
             };
             header?: never;
             path?: never;
@@ -1418,30 +1392,9 @@ export interface operations {
                     "application/json": components["schemas"]["EventPage"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     stream_events: {
@@ -1450,50 +1403,29 @@ export interface operations {
                 /** @description Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only */
                 after?: string;
                 /** @description Only events of this catalog type */
-                type?: string;
+                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
             };
             header?: {
                 /** @description Resume after this cursor (sent by EventSource on reconnect); wins over `after` */
-                "Last-Event-ID"?: string | null;
+                "Last-Event-ID"?: string;
             };
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description `text/event-stream`: first a `: open` comment (subscribed), then one CloudEvent (JSON) per message in its `data:` line with `id:` = its cursor and no `event:` name (EventSource `message` events), in commit order, each once; a `: keep-alive` comment after 15 s of quiet. The stream ends when the server stops; reconnect with `Last-Event-ID` */
+            /** @description `text/event-stream`: first a `: open` comment (subscribed), then one CloudEvent (JSON) per message in its `data:` line with `id:` = its cursor and no `event:` name (EventSource `message` events), in commit order, each once; a `: keep-alive` comment after 15 s of quiet. The stream ends when the server stops (reconnect with the same token and `Last-Event-ID`), and at the bearer token's `exp`: a last message `event: token-expired` with `data: {"reason":"token expired","expiredAt":"<exp, RFC 3339>"}` and no `id:` line (so `Last-Event-ID` stays at the last event), then the response closes; reconnect with a new token and `Last-Event-ID`. */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/event-stream": components["schemas"]["CloudEvent"];
+                    "text/event-stream": unknown;
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             /** @description The event pipeline is switched off on this replica (FRESHPLAN_EVENTS=false) */
             503: {
                 headers: {
@@ -1524,22 +1456,8 @@ export interface operations {
                 };
             };
             400: components["responses"]["BadRequest"];
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
             /** @description Another run (on any replica) holds the cluster-wide lock */
             409: {
                 headers: {
@@ -1590,30 +1508,9 @@ export interface operations {
                     "application/json": components["schemas"]["RunList"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     list_leads: {
@@ -1662,14 +1559,15 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     create_lead: {
         parameters: {
             query?: never;
             header?: {
-                /** @description Replays the first response for 24 h; the same key with another body is 422 */
-                "Idempotency-Key"?: string | null;
+                /** @description 1–255 visible ASCII characters. Replays the first response for 24 h; the same key with another body is 422 */
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -1741,7 +1639,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description The lead's ETag; missing is 428, stale is 412 */
+                /** @description The lead's ETag (or `*`); missing or empty is 428, stale is 412 */
                 "If-Match": string;
             };
             path: {
@@ -1770,7 +1668,7 @@ export interface operations {
         parameters: {
             query?: never;
             header: {
-                /** @description The lead's ETag; missing is 428, stale is 412 */
+                /** @description The lead's ETag (or `*`); missing or empty is 428, stale is 412 */
                 "If-Match": string;
             };
             path: {
@@ -1877,8 +1775,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Honoured when sent: stale is 412 */
-                "If-Match"?: string | null;
+                /** @description The lead's ETag (or `*`), honoured when sent (empty: as if not sent): stale is 412 */
+                "If-Match"?: string;
             };
             path: {
                 id: string;
@@ -1909,8 +1807,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Honoured when sent: stale is 412 */
-                "If-Match"?: string | null;
+                /** @description The lead's ETag (or `*`), honoured when sent (empty: as if not sent): stale is 412 */
+                "If-Match"?: string;
             };
             path: {
                 id: string;
@@ -1948,8 +1846,8 @@ export interface operations {
         parameters: {
             query?: never;
             header?: {
-                /** @description Honoured when sent: stale is 412 */
-                "If-Match"?: string | null;
+                /** @description The lead's ETag (or `*`), honoured when sent (empty: as if not sent): stale is 412 */
+                "If-Match"?: string;
             };
             path: {
                 id: string;
@@ -2010,30 +1908,9 @@ export interface operations {
                     "application/json": components["schemas"]["MailPage"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
         };
     };
     get_mail: {
@@ -2056,38 +1933,10 @@ export interface operations {
                     "application/json": components["schemas"]["Mail"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
         };
     };
     requeue_mail: {
@@ -2110,38 +1959,10 @@ export interface operations {
                     "application/json": components["schemas"]["Mail"];
                 };
             };
-            400: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
             /** @description The mail is not DEAD */
             409: {
                 headers: {
@@ -2314,7 +2135,9 @@ export interface operations {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
             };
         };
     };
@@ -2346,6 +2169,7 @@ export interface operations {
                 };
                 content: {
                     "application/problem+json": components["schemas"]["Problem"];
+                    "text/html": string;
                 };
             };
             /** @description Follow-up mail is not configured on this replica */

@@ -200,6 +200,20 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<
                 Some("^[A-Z]{2}$") => {
                     errors.push(format!("{at}: {s:?} is not two upper-case letters"));
                 }
+                // The text rules (no control characters; not blank): ECMA-262 patterns of
+                // character classes, which Rust's `char` predicates state exactly.
+                Some(r"^[^\u0000-\u001F\u007F-\u009F]*$") if s.chars().any(char::is_control) => {
+                    errors.push(format!("{at}: {s:?} holds a control character"));
+                }
+                Some(
+                    r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+                ) if s.chars().any(char::is_control) || s.trim().is_empty() => {
+                    errors.push(format!("{at}: {s:?} is blank or holds a control character"));
+                }
+                Some(
+                    r"^[^\u0000-\u001F\u007F-\u009F]*$"
+                    | r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+                ) => {}
                 Some(p) => panic!("{at}: teach this checker the pattern {p:?}"),
             }
         }
@@ -833,8 +847,14 @@ async fn the_event_page_is_what_its_schema_says() {
     let schema = response_schema(&doc, "get", "/api/events", 200);
     assert_conforms(&doc, schema, &page, "GET /api/events");
     assert_round_trips::<freshplan_api::events::EventPage>(&page, "GET /api/events");
-    // The stream documents its message: one CloudEvent.
-    let stream = &doc["paths"]["/api/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
-        ["schema"];
-    assert_conforms(&doc, stream, &page["events"][0], "an event-stream message");
+    // The stream documents its messages (OpenAPI 3.2 `itemSchema`): a `message` event whose
+    // `data` is one CloudEvent (or the last, `token-expired` one).
+    let item = &doc["paths"]["/api/events/stream"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+        ["itemSchema"];
+    assert_eq!(
+        item["properties"]["data"]["contentMediaType"],
+        "application/json"
+    );
+    let data = &item["properties"]["data"]["contentSchema"]["anyOf"][0];
+    assert_conforms(&doc, data, &page["events"][0], "an event-stream message");
 }
