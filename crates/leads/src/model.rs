@@ -110,24 +110,20 @@ closed_enum!(
     }
 );
 
-/// Trims an optional text field and checks its length; empty becomes `None`.
+/// Trims an optional text field and checks its length; empty becomes `None`. Control characters
+/// are refused.
 pub fn bounded_text(
     field: &'static str,
     value: Option<&str>,
     max_chars: usize,
 ) -> Result<Option<String>, FieldError> {
-    match value.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(v) if v.chars().count() > max_chars => Err(FieldError::new(
-            field,
-            format!("must be at most {max_chars} characters"),
-        )),
-        Some(v) if v.chars().any(char::is_control) => Err(FieldError::new(
-            field,
-            "must not contain control characters",
-        )),
-        Some(v) => Ok(Some(v.to_owned())),
-    }
+    checked_text(
+        field,
+        value,
+        max_chars,
+        |_| false,
+        "must not contain control characters",
+    )
 }
 
 /// Trims an optional free text that may span lines (an activity description, a stop reason) and
@@ -138,20 +134,31 @@ pub fn multiline_text(
     value: Option<&str>,
     max_chars: usize,
 ) -> Result<Option<String>, FieldError> {
+    checked_text(
+        field,
+        value,
+        max_chars,
+        |c| matches!(c, '\n' | '\r' | '\t'),
+        "must not contain control characters other than line breaks and tabs",
+    )
+}
+
+/// The rule of both: trimmed, at most `max_chars`, no control character but the `allowed` ones.
+fn checked_text(
+    field: &'static str,
+    value: Option<&str>,
+    max_chars: usize,
+    allowed: fn(char) -> bool,
+    refusal: &'static str,
+) -> Result<Option<String>, FieldError> {
     match value.map(str::trim) {
         None | Some("") => Ok(None),
         Some(v) if v.chars().count() > max_chars => Err(FieldError::new(
             field,
             format!("must be at most {max_chars} characters"),
         )),
-        Some(v)
-            if v.chars()
-                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
-        {
-            Err(FieldError::new(
-                field,
-                "must not contain control characters other than line breaks and tabs",
-            ))
+        Some(v) if v.chars().any(|c| c.is_control() && !allowed(c)) => {
+            Err(FieldError::new(field, refusal))
         }
         Some(v) => Ok(Some(v.to_owned())),
     }
