@@ -228,7 +228,7 @@ pub struct Lead {
     #[schema(required = true, minimum = 0, maximum = 2147483647)]
     pub employee_count: Option<i64>,
     /// Estimated volume, a decimal with at most 2 places.
-    #[schema(required = true, minimum = 0)]
+    #[schema(required = true, minimum = 0, maximum = 999999999999.99)]
     pub estimated_volume: Option<f64>,
     /// Industry.
     #[schema(
@@ -345,7 +345,7 @@ pub struct LeadCreate {
     pub employee_count: Option<i64>,
     /// Estimated volume, at most 2 decimal places.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 0, multiple_of = 0.01)]
+    #[schema(minimum = 0, maximum = 999999999999.99, multiple_of = 0.01)]
     pub estimated_volume: Option<f64>,
     /// Industry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -493,7 +493,7 @@ pub struct LeadPatch {
         deserialize_with = "patch::nullable",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schema(value_type = Option<f64>, minimum = 0, multiple_of = 0.01)]
+    #[schema(value_type = Option<f64>, minimum = 0, maximum = 999999999999.99, multiple_of = 0.01)]
     pub estimated_volume: Option<Option<f64>>,
     /// Industry.
     #[serde(

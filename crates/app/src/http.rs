@@ -76,13 +76,14 @@ pub fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
         .is_some_and(|v| v.trim() == "*" || v.split(',').any(|t| strip(t) == strip(etag)))
 }
 
-/// The opaque parts of an RFC 9110 entity-tag list (`"…"` or `W/"…"`, separated by commas with
-/// optional spaces and tabs), or `None` when the text is not one.
-fn entity_tags(raw: &str) -> Option<Vec<&str>> {
+/// The tags of an RFC 9110 entity-tag list (`"…"` or `W/"…"`, separated by commas with optional
+/// spaces and tabs) as (weak, opaque part), or `None` when the text is not one.
+fn entity_tags(raw: &str) -> Option<Vec<(bool, &str)>> {
     const OWS: [char; 2] = [' ', '\t'];
     let mut rest = raw.trim_matches(OWS);
     let mut tags = Vec::new();
     loop {
+        let weak = rest.starts_with("W/");
         let opaque = rest.strip_prefix("W/").unwrap_or(rest).strip_prefix('"')?;
         let end = opaque.find('"')?;
         let inner = &opaque[..end];
@@ -92,7 +93,7 @@ fn entity_tags(raw: &str) -> Option<Vec<&str>> {
         {
             return None;
         }
-        tags.push(inner);
+        tags.push((weak, inner));
         rest = opaque[end + 1..].trim_start_matches(OWS);
         if rest.is_empty() {
             return Some(tags);
@@ -105,7 +106,7 @@ fn entity_tags(raw: &str) -> Option<Vec<&str>> {
 /// empty one),
 /// `Some(i64::MIN)` for `*`, `Some(-1)` when no tag names this lead (stale: 412). A header that is
 /// not `*` or a list of entity tags is 400.
-pub fn if_match_version(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Problem> {
+fn if_match_version(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Problem> {
     // An empty field value is an empty list: no precondition, as if the header were absent.
     let Some(raw) = req
         .headers()
@@ -125,7 +126,12 @@ pub fn if_match_version(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Prob
         return Ok(Some(i64::MIN));
     }
     let mut best = -1;
-    for inner in entity_tags(raw).ok_or_else(malformed)? {
+    // If-Match compares strongly (RFC 9110 §13.1.1): a weak tag never matches.
+    for (_, inner) in entity_tags(raw)
+        .ok_or_else(malformed)?
+        .into_iter()
+        .filter(|(weak, _)| !weak)
+    {
         if let Some((tid, v)) = inner.split_once('-')
             && tid == id.simple().to_string()
             && let Ok(v) = v.parse::<i64>()
@@ -160,6 +166,15 @@ pub fn optional_if_match(req: &HttpRequest, id: Uuid) -> Result<Option<i64>, Pro
 fn parse_u32(name: &str, v: &str) -> Result<u32, Problem> {
     v.parse::<u32>()
         .map_err(|_| Problem::bad_field(name, "must be a non-negative integer"))
+}
+
+/// A territory filter (`DE` or `CH`, any case, nothing around it).
+pub fn territory_id(v: &str) -> Option<TerritoryId> {
+    ["DE", "CH"]
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case(v))
+        .then(|| v.parse().ok())
+        .flatten()
 }
 
 /// Paging for sub-lists: `page` (0-based), `size` 1–200.
@@ -218,12 +233,21 @@ pub fn lead_query(query: &str) -> Result<LeadQuery, Problem> {
                 }
             }
             "territory" => {
+                // As documented (`^([dD][eE]|[cC][hH])$`): any case, no spaces.
                 q.territory = Some(
-                    v.parse::<TerritoryId>()
-                        .map_err(|_| Problem::bad_field("territory", "must be DE or CH"))?,
+                    territory_id(&v)
+                        .ok_or_else(|| Problem::bad_field("territory", "must be DE or CH"))?,
                 )
             }
             "ownerUserId" => {
+                // As sent: the documented length and no control character even where trimming
+                // would remove it.
+                if v.chars().count() > UserId::MAX_LEN || v.chars().any(char::is_control) {
+                    return Err(Problem::bad_field(
+                        "ownerUserId",
+                        "must be 1-64 characters without control characters",
+                    ));
+                }
                 q.owner = Some(
                     UserId::parse(&v)
                         .map_err(|e| Problem::bad_field("ownerUserId", e.to_string()))?,
@@ -320,7 +344,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Prob
             (Some(name), p) => format!("{p}.{name}"),
             (None, p) => p.to_owned(),
         };
-        let refused_value = ["unknown variant", "invalid value", "missing field"]
+        let refused_value = ["unknown variant", "invalid value"]
             .iter()
             .any(|prefix| message.starts_with(prefix));
         if message.starts_with("missing field") {
@@ -452,10 +476,10 @@ mod tests {
 
     #[test]
     fn entity_tag_lists_are_read_as_rfc_9110_writes_them() {
-        assert_eq!(entity_tags("\"a-1\""), Some(vec!["a-1"]));
+        assert_eq!(entity_tags("\"a-1\""), Some(vec![(false, "a-1")]));
         assert_eq!(
             entity_tags(" W/\"x,y\" ,\t\"\" , \"z\"\t"),
-            Some(vec!["x,y", "", "z"])
+            Some(vec![(true, "x,y"), (false, ""), (false, "z")])
         );
         for bad in [
             "",

@@ -45,8 +45,6 @@ problem_response! {
     Forbidden => "The caller's role never allows this action, or the territory is not the caller's.";
     /// 404.
     NotFound => "No such resource visible to the caller (a lead the caller may not read is 404 too).";
-    /// 405.
-    MethodNotAllowed => "The path does not serve this method; `Allow` lists the ones it does.";
     /// 409 duplicate.
     Duplicate => "A duplicate lead (SPEC 4.2): `duplicateOn`, and `existingLeadId`/`existingCompanyName` when the caller may read the other lead.";
     /// 409 state.
@@ -62,7 +60,7 @@ problem_response! {
     /// 428.
     PreconditionRequired => "`If-Match` is required.";
     /// 503.
-    Unavailable => "The service cannot do this now (e.g. the feature is switched off on this replica).";
+    Unavailable => "This replica cannot serve this: the event pipeline is switched off (`FRESHPLAN_EVENTS=false`) or follow-up mail is not configured (no unsubscribe secret).";
 }
 
 #[derive(OpenApi)]
@@ -135,7 +133,6 @@ problem_response! {
             Unauthorized,
             Forbidden,
             NotFound,
-            MethodNotAllowed,
             Duplicate,
             Conflict,
             PreconditionFailed,
@@ -210,6 +207,15 @@ pub fn document() -> Value {
         .collect();
     let schemas = &mut doc["components"]["schemas"];
     for body in ["LeadCreate", "LeadPatch"] {
+        // An empty string means "no email" (it clears the field): the format applies otherwise.
+        if let Some(email) = schemas[body]["properties"]["email"].as_object_mut()
+            && email.remove("format").is_some()
+        {
+            email.insert(
+                "anyOf".into(),
+                json!([{"format": "email"}, {"maxLength": 0}]),
+            );
+        }
         let country = &mut schemas[body]["properties"]["countryCode"];
         if let Some(o) = country.as_object_mut() {
             o.remove("pattern");

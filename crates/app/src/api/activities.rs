@@ -94,6 +94,24 @@ pub async fn log_activity(
     let id = http::path_id(&id)?;
     require_json(&req, false)?;
     let body: api::ActivityCreate = parse_json(&body)?;
+    // The document's `maxLength` and pattern apply to what was sent; the domain trims first.
+    if let Some(d) = &body.description {
+        let max = freshplan_leads::activity::MAX_DESCRIPTION;
+        if d.chars().count() > max {
+            return Err(Problem::invalid(
+                "description".into(),
+                format!("must be at most {max} characters"),
+            ));
+        }
+        if d.chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+        {
+            return Err(Problem::invalid(
+                "description".into(),
+                "must not contain control characters other than line breaks and tabs",
+            ));
+        }
+    }
     let cmd = freshplan_leads::LogActivity {
         activity_type: api::ActivityType::from(body.activity_type).wire(),
         occurred_at: body.occurred_at,

@@ -57,7 +57,7 @@ fn territory_filter(query: &str) -> Result<Option<TerritoryId>> {
         .into_iter()
         .next()
         .map(|(_, v)| {
-            v.parse::<TerritoryId>().map_err(|_| {
+            crate::http::territory_id(&v).ok_or_else(|| {
                 Problem::bad_field("territory", format!("unknown territory {v:?}; DE or CH"))
             })
         })
@@ -77,7 +77,7 @@ fn require_dashboard(actor: &Actor) -> Result<()> {
 
 /// `GET /api/dashboard/followup`
 #[utoipa::path(get, path = "/api/dashboard/followup", operation_id = "get_followup_figures", tag = "cockpit", security(("bearer" = [])),
-    params(("territory" = Option<String>, Query, pattern = "^(DE|CH)$", description = "DE or CH: narrow the caller's scope to one territory (outside the caller's territories: all figures 0)")),
+    params(("territory" = Option<String>, Query, pattern = "^([dD][eE]|[cC][hH])$", description = "DE or CH: narrow the caller's scope to one territory (outside the caller's territories: all figures 0)")),
     responses(
         (status = 200, description = "The cockpit figures of the caller's scope (admin: all; manager, viewer: own territories; sales: own leads)", body = FollowUpFigures),
         (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden)))]
@@ -101,7 +101,7 @@ pub async fn figures(
 
 /// `GET /api/dashboard/followup-stream`
 #[utoipa::path(get, path = "/api/dashboard/followup-stream", operation_id = "stream_followup_figures", tag = "cockpit", security(("bearer" = [])),
-    params(("territory" = Option<String>, Query, pattern = "^(DE|CH)$", description = "DE or CH, as for GET /api/dashboard/followup")),
+    params(("territory" = Option<String>, Query, pattern = "^([dD][eE]|[cC][hH])$", description = "DE or CH, as for GET /api/dashboard/followup")),
     responses(
         (status = 200, description = "`text/event-stream`: a `: open` comment, then `event: followup-metrics` messages whose `data:` is the JSON of GET /api/dashboard/followup — once on connect, then whenever the scope's figures change; a `: keep-alive` comment after 15 s of quiet. Ends when the server stops, and at the bearer token's `exp` with a last message `event: token-expired`, `data: {\"reason\":\"token expired\",\"expiredAt\":\"<exp, RFC 3339>\"}` (no `id:`); open it again with a new token.", content_type = "text/event-stream", body = FollowUpFigures),
         (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden)))]

@@ -178,7 +178,7 @@ pub async fn list(
     responses(
         (status = 200, description = "`text/event-stream`: first a `: open` comment (subscribed), then one CloudEvent (JSON) per message in its `data:` line with `id:` = its cursor and no `event:` name (EventSource `message` events), in commit order, each once; a `: keep-alive` comment after 15 s of quiet. The stream ends when the server stops (reconnect with the same token and `Last-Event-ID`), and at the bearer token's `exp`: a last message `event: token-expired` with `data: {\"reason\":\"token expired\",\"expiredAt\":\"<exp, RFC 3339>\"}` and no `id:` line (so `Last-Event-ID` stays at the last event), then the response closes; reconnect with a new token and `Last-Event-ID`.", content_type = "text/event-stream", body = CloudEvent),
         (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden),
-        (status = 503, description = "The event pipeline is switched off on this replica (FRESHPLAN_EVENTS=false)", body = Problem)))]
+        (status = 503, response = crate::openapi::Unavailable)))]
 pub async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,

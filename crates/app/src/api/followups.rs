@@ -78,7 +78,7 @@ fn require_admin(actor: &Actor, what: &str) -> Result<()> {
         (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden),
         (status = 409, description = "Another run (on any replica) holds the cluster-wide lock", body = Problem),
         (status = 500, description = "The run failed after committing what `runId` names (see GET /api/followups/runs)", body = Problem),
-        (status = 503, description = "Follow-up mail is not configured on this replica", body = Problem)))]
+        (status = 503, response = crate::openapi::Unavailable)))]
 pub async fn run(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse> {
     require_admin(&caller.0, "Triggering a follow-up run")?;
     match state.followups.run().await {

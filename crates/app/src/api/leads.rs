@@ -122,16 +122,39 @@ impl Errors {
         r.map_err(|e| self.0.push(e)).ok()
     }
 
-    /// The domain trims; the document's `maxLength` counts what was sent, so both apply.
+    /// The domain trims; the document's `maxLength` and control-character pattern apply to
+    /// what was sent, so they are checked before trimming too.
     fn within(&mut self, field: &'static str, s: &str, max: usize) -> bool {
-        let ok = s.chars().count() <= max;
-        if !ok {
+        self.within_text(field, s, max, |_| false)
+    }
+
+    /// [`Errors::within`] for a text that may span lines (line breaks and tabs allowed).
+    fn within_lines(&mut self, field: &'static str, s: &str, max: usize) -> bool {
+        self.within_text(field, s, max, |c| matches!(c, '\n' | '\r' | '\t'))
+    }
+
+    fn within_text(
+        &mut self,
+        field: &'static str,
+        s: &str,
+        max: usize,
+        allowed: fn(char) -> bool,
+    ) -> bool {
+        if s.chars().count() > max {
             self.0.push(FieldError::new(
                 field,
                 format!("must be at most {max} characters"),
             ));
+            false
+        } else if s.chars().any(|c| c.is_control() && !allowed(c)) {
+            self.0.push(FieldError::new(
+                field,
+                "must not contain control characters",
+            ));
+            false
+        } else {
+            true
         }
-        ok
     }
 
     fn text(&mut self, field: &'static str, s: Option<String>, max: usize) -> Option<String> {
@@ -331,9 +354,9 @@ fn lead_response(status: StatusCode, state: &AppState, lead: &Lead) -> HttpRespo
     params(
         ("page" = Option<u32>, Query, minimum = 0, maximum = 1000000, description = "0-based page"),
         ("size" = Option<u32>, Query, minimum = 1, maximum = 200, description = "Page size (default 20)"),
-        ("sort" = Option<String>, Query, pattern = r"^(createdAt|updatedAt|companyName|status|registeredAt|lastActivityAt|estimatedVolume|city)(,(asc|desc|ASC|DESC|Asc|Desc))?$", description = "field,asc|desc (default createdAt,asc)"),
+        ("sort" = Option<String>, Query, pattern = r"^(createdAt|updatedAt|companyName|status|registeredAt|lastActivityAt|estimatedVolume|city)(,([aA][sS][cC]|[dD][eE][sS][cC]))?$", description = "field,asc|desc (default createdAt,asc)"),
         ("status" = Option<Vec<api::LeadStatus>>, Query, explode = true, description = "Repeatable; also comma-separated"),
-        ("territory" = Option<String>, Query, pattern = "^(DE|CH)$", description = "DE or CH"),
+        ("territory" = Option<String>, Query, pattern = "^([dD][eE]|[cC][hH])$", description = "DE or CH (any case)"),
         ("ownerUserId" = Option<String>, Query, min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"),
         ("businessType" = Option<api::BusinessType>, Query),
         ("q" = Option<String>, Query, max_length = 100, description = "Case-insensitive substring of company, contact, email, city; % and _ are literal"),
@@ -588,7 +611,7 @@ pub async fn stop_clock(
     let stop: api::ClockStop = parse_json(&body)?;
     // The length as sent, before the precondition (the domain trims, then checks it too).
     let mut errs = Errors::default();
-    errs.within(
+    errs.within_lines(
         "reason",
         &stop.reason,
         freshplan_leads::protection::MAX_STOP_REASON,

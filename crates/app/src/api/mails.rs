@@ -212,7 +212,7 @@ pub async fn get(
     responses(
         (status = 200, description = "The mail, QUEUED again with its attempts reset and due now", body = Mail),
         (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden), (status = 404, response = crate::openapi::NotFound),
-        (status = 409, description = "The mail is not DEAD", body = Problem)))]
+        (status = 409, description = "The mail is not DEAD, or its lead has withdrawn consent (`no-consent`)", body = Problem)))]
 pub async fn requeue(
     state: web::Data<AppState>,
     caller: Caller,

@@ -95,7 +95,7 @@ fn refuse(req: &HttpRequest, problem: Problem) -> HttpResponse {
     responses(
         (status = 200, description = "A German confirmation page; repeated clicks answer the same and change nothing", content_type = "text/html"),
         (status = 400, description = "Missing, malformed or forged token: an HTML page, or a problem when the client accepts only JSON", content((String = "text/html"), (Problem = "application/problem+json"))),
-        (status = 503, description = "Follow-up mail is not configured on this replica", body = Problem)))]
+        (status = 503, response = crate::openapi::Unavailable)))]
 pub async fn unsubscribe(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     let mut token = None;
     for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {

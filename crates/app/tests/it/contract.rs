@@ -70,7 +70,11 @@ async fn a_malformed_if_match_is_400_a_stale_one_412_and_nothing_changes() {
     let lead = app.create_ok(&admin(), lead("Gasthaus If-Match")).await;
     let id = lead["id"].as_str().unwrap();
     let path = format!("/api/leads/{id}");
+    let current = format!("{}-{}", id.replace('-', ""), lead["version"]);
+    // If-Match compares strongly: the weak form of the current tag does not match.
+    let weak = format!("W/\"{current}\"");
     for (header, status) in [
+        (weak.as_str(), 412),
         ("{}", 400),
         ("abc", 400),
         ("null", 400),
@@ -185,4 +189,36 @@ async fn the_document_links_a_created_lead_to_its_operations() {
             }
         }
     }
+}
+
+#[actix_web::test]
+async fn text_is_checked_as_sent_before_the_domain_trims_it() {
+    let app = spawn_app().await;
+    let lead = app.create_ok(&admin(), lead("Gasthaus Roh")).await;
+    let id = lead["id"].as_str().unwrap();
+    // 2,001 characters sent, 2,000 after trimming: longer than the documented maxLength.
+    let long = format!(" {}", "x".repeat(2000));
+    let r = app
+        .req(
+            Method::POST,
+            &format!("/api/leads/{id}/activities"),
+            &admin(),
+        )
+        .json(&json!({"type": "NOTE", "description": long}))
+        .send()
+        .await
+        .unwrap();
+    let p = problem(r, 422).await;
+    assert_eq!(p["errors"][0]["field"], "description");
+    // A control character that trimming would remove is still refused (the pattern says so).
+    for body in [
+        json!({"companyName": "Gasthaus\u{0085}"}),
+        json!({"companyName": "Gasthaus Vier", "city": "\u{000B}Berlin"}),
+    ] {
+        let p = problem(app.create(&admin(), body).await, 422).await;
+        assert!(p["errors"][0]["field"].is_string(), "{p}");
+    }
+    let r = app.get(&admin(), "/api/leads?ownerUserId=%0Banna").await;
+    problem(r, 400).await;
+    assert_eq!(app.row_counts().await.0, 1, "only the first lead exists");
 }
