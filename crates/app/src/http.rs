@@ -416,6 +416,26 @@ macro_rules! wire_enum {
 }
 pub(crate) use wire_enum;
 
+/// Why a text, as sent, breaks its documented `maxLength` or control-character pattern (the
+/// domain trims before it checks; the document describes what was sent). `multiline` allows line
+/// breaks and tabs.
+pub fn text_refusal(s: &str, max: usize, multiline: bool) -> Option<String> {
+    if s.chars().count() > max {
+        Some(format!("must be at most {max} characters"))
+    } else if s
+        .chars()
+        .any(|c| c.is_control() && !(multiline && matches!(c, '\n' | '\r' | '\t')))
+    {
+        Some(if multiline {
+            "must not contain control characters other than line breaks and tabs".to_owned()
+        } else {
+            "must not contain control characters".to_owned()
+        })
+    } else {
+        None
+    }
+}
+
 /// Parses a path id: 400 when it is not a UUID.
 pub fn path_id(raw: &str) -> Result<Uuid, Problem> {
     Uuid::parse_str(raw).map_err(|_| Problem::bad_field("id", "must be a UUID"))

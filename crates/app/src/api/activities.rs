@@ -95,22 +95,12 @@ pub async fn log_activity(
     require_json(&req, false)?;
     let body: api::ActivityCreate = parse_json(&body)?;
     // The document's `maxLength` and pattern apply to what was sent; the domain trims first.
-    if let Some(d) = &body.description {
-        let max = freshplan_leads::activity::MAX_DESCRIPTION;
-        if d.chars().count() > max {
-            return Err(Problem::invalid(
-                "description".into(),
-                format!("must be at most {max} characters"),
-            ));
-        }
-        if d.chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-        {
-            return Err(Problem::invalid(
-                "description".into(),
-                "must not contain control characters other than line breaks and tabs",
-            ));
-        }
+    if let Some(message) = body
+        .description
+        .as_deref()
+        .and_then(|d| http::text_refusal(d, freshplan_leads::activity::MAX_DESCRIPTION, true))
+    {
+        return Err(Problem::invalid("description".into(), message));
     }
     let cmd = freshplan_leads::LogActivity {
         activity_type: api::ActivityType::from(body.activity_type).wire(),

@@ -125,35 +125,21 @@ impl Errors {
     /// The domain trims; the document's `maxLength` and control-character pattern apply to
     /// what was sent, so they are checked before trimming too.
     fn within(&mut self, field: &'static str, s: &str, max: usize) -> bool {
-        self.within_text(field, s, max, |_| false)
+        self.within_text(field, s, max, false)
     }
 
     /// [`Errors::within`] for a text that may span lines (line breaks and tabs allowed).
     fn within_lines(&mut self, field: &'static str, s: &str, max: usize) -> bool {
-        self.within_text(field, s, max, |c| matches!(c, '\n' | '\r' | '\t'))
+        self.within_text(field, s, max, true)
     }
 
-    fn within_text(
-        &mut self,
-        field: &'static str,
-        s: &str,
-        max: usize,
-        allowed: fn(char) -> bool,
-    ) -> bool {
-        if s.chars().count() > max {
-            self.0.push(FieldError::new(
-                field,
-                format!("must be at most {max} characters"),
-            ));
-            false
-        } else if s.chars().any(|c| c.is_control() && !allowed(c)) {
-            self.0.push(FieldError::new(
-                field,
-                "must not contain control characters",
-            ));
-            false
-        } else {
-            true
+    fn within_text(&mut self, field: &'static str, s: &str, max: usize, multiline: bool) -> bool {
+        match http::text_refusal(s, max, multiline) {
+            Some(message) => {
+                self.0.push(FieldError::new(field, message));
+                false
+            }
+            None => true,
         }
     }
 
