@@ -34,6 +34,7 @@ pub enum ActivityType {
     Reactivated,
     Deleted,
     Unsubscribed,
+    Erased,
 }
 
 /// The activity types users may log; every one but `NOTE` is a meaningful contact. The system

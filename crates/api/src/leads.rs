@@ -91,6 +91,20 @@ impl From<StatusChange> for LeadStatus {
     }
 }
 
+/// Where a change of the email consent came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConsentSource {
+    /// A user through the API (create or update).
+    Api,
+    /// The prospect, through the unsubscribe link of a mail.
+    Unsubscribe,
+    /// A CSV import.
+    Import,
+    /// The erasure of the person's data.
+    Erasure,
+}
+
 /// Whether a follow-up mail was sent or skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -252,6 +266,15 @@ pub struct Lead {
     #[serde(with = "rfc3339::option")]
     #[schema(required = true)]
     pub email_consent_at: Option<OffsetDateTime>,
+    /// Where the current consent state came from (null: consent never given); every change is
+    /// in the consent ledger of `GET /api/leads/{id}/personal-data`.
+    #[schema(required = true)]
+    pub email_consent_source: Option<ConsentSource>,
+    /// When the person's data was erased (`POST /api/leads/{id}/erasure`); an erased lead
+    /// keeps only what statistics need and no longer changes.
+    #[serde(with = "rfc3339::option")]
+    #[schema(required = true)]
+    pub erased_at: Option<OffsetDateTime>,
     /// Status.
     pub status: LeadStatus,
     /// Owner; null once released (EXPIRED).

@@ -26,6 +26,7 @@ pub mod followups;
 pub mod health;
 pub mod leads;
 pub mod mails;
+pub mod privacy;
 pub mod problem;
 pub mod territories;
 pub mod wire;

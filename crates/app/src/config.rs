@@ -7,6 +7,7 @@ use anyhow::Context;
 use time::OffsetDateTime;
 
 use freshplan_kernel::{Clock, SystemClock};
+use freshplan_leads::personal::RetentionPolicy;
 
 /// Default of [`Config::events_retention`]: 7 days (SPEC §7.5).
 pub const DEFAULT_EVENTS_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -164,6 +165,11 @@ pub struct Config {
     pub sweep_enabled: bool,
     /// `FRESHPLAN_SWEEP_CRON` (six fields with seconds, UTC; default [`DEFAULT_SWEEP_CRON`]).
     pub sweep_cron: String,
+    /// `FRESHPLAN_RETENTION_CLOSED_LEADS` (default `730d`, about 24 months; `off` keeps them) and
+    /// `FRESHPLAN_RETENTION_MAIL_BODIES` (default `90d`; `off`): how long LOST, EXPIRED and
+    /// DELETED leads and the bodies of sent or dead mails are kept after their last change
+    /// before the sweep erases them (SPEC §13).
+    pub retention: RetentionPolicy,
     /// `FRESHPLAN_SMTP_URL` (`smtp://host:port`, `smtp://host:587?tls=required`,
     /// `smtps://user:password@host:465`): start the mail dispatcher on this replica. Without it
     /// mails stay queued and visible (`GET /api/mails`).
@@ -215,6 +221,21 @@ fn duration(name: &str, default: Duration) -> anyhow::Result<Duration> {
                 "{name}={v}: expected a positive duration such as 45s, 30m, 12h or 7d"
             ),
         },
+    }
+}
+
+/// A retention period from the environment: a positive duration (`730d`), `off` (`None`: kept
+/// forever), or `default` when unset.
+fn period(name: &str, default: Option<time::Duration>) -> anyhow::Result<Option<time::Duration>> {
+    match var(name) {
+        Some(v) if v.trim().eq_ignore_ascii_case("off") => Ok(None),
+        Some(_) => {
+            let d = duration(name, Duration::ZERO)?;
+            Ok(Some(time::Duration::try_from(d).with_context(|| {
+                format!("{name}: the period is too long")
+            })?))
+        }
+        None => Ok(default),
     }
 }
 
@@ -302,6 +323,7 @@ impl Config {
             followup_concurrency: freshplan_followup::service::FollowUpConfig::DEFAULT_CONCURRENCY,
             sweep_enabled: true,
             sweep_cron: DEFAULT_SWEEP_CRON.into(),
+            retention: RetentionPolicy::default(),
             smtp_url: None,
             mail_from: None,
             mail_reply_to: None,
@@ -375,6 +397,16 @@ impl Config {
             },
             sweep_enabled: flag("FRESHPLAN_SWEEP_ENABLED", true)?,
             sweep_cron: var("FRESHPLAN_SWEEP_CRON").unwrap_or_else(|| DEFAULT_SWEEP_CRON.into()),
+            retention: RetentionPolicy {
+                closed_leads: period(
+                    "FRESHPLAN_RETENTION_CLOSED_LEADS",
+                    RetentionPolicy::default().closed_leads,
+                )?,
+                mail_bodies: period(
+                    "FRESHPLAN_RETENTION_MAIL_BODIES",
+                    RetentionPolicy::default().mail_bodies,
+                )?,
+            },
             smtp_url: var("FRESHPLAN_SMTP_URL"),
             mail_from: var("FRESHPLAN_MAIL_FROM"),
             mail_reply_to: var("FRESHPLAN_MAIL_REPLY_TO"),

@@ -20,6 +20,7 @@ use freshplan_followup::service::{FollowUpConfig, FollowUpService, RunError};
 use freshplan_followup::unsubscribe::{DEVELOPMENT_SECRET, validate_secret};
 use freshplan_kernel::UuidV7Generator;
 use freshplan_kernel::{Clock, CloudEvent, IdGenerator as _};
+use freshplan_leads::personal::RetentionPolicy;
 use freshplan_mail_smtp::PgMailOutbox;
 use freshplan_metrics_prometheus::Metrics;
 use freshplan_store_postgres::followup::ExclusiveRun;
@@ -39,6 +40,10 @@ pub const TEMPLATE_LANGUAGE: &str = "de";
 
 /// Leads per transaction of the protection sweep.
 pub const SWEEP_BATCH: u32 = 200;
+
+/// Leads (and mail bodies) one retention transaction erases at most: an erasure rewrites a
+/// lead's timeline, mails and events, so batches stay small to keep lock times short.
+pub const RETENTION_BATCH: u32 = 50;
 
 /// The module label of follow-up events in `freshplan_events_published_total`.
 const MODULE_FOLLOWUP: &str = "followup";
@@ -286,6 +291,7 @@ pub struct Setup {
     dashboard: DashboardConsumer,
     followup_cron: Option<cron::Schedule>,
     sweep_cron: Option<cron::Schedule>,
+    retention: RetentionPolicy,
     dispatcher: Option<MailDispatcher>,
     mail_poll: Duration,
 }
@@ -360,6 +366,7 @@ impl Setup {
             dashboard: DashboardConsumer::new(),
             followup_cron: config.followup_enabled.then_some(followup_cron),
             sweep_cron: config.sweep_enabled.then_some(sweep_cron),
+            retention: config.retention,
             dispatcher,
             mail_poll: config.mail_poll,
         })
@@ -401,11 +408,15 @@ impl Setup {
         }
         if let Some(schedule) = self.sweep_cron {
             let state = state.clone();
+            let retention = self.retention;
             tasks.push(
                 "sweep-schedule",
                 spawn_cron("sweep", schedule, closing.clone(), move || {
                     let state = state.clone();
-                    async move { sweep(&state).await }
+                    async move {
+                        sweep(&state).await;
+                        retain(&state, &retention).await;
+                    }
                 }),
             );
         }
@@ -421,6 +432,29 @@ impl Setup {
             );
         }
         tasks
+    }
+}
+
+/// Retention (SPEC §13), after each sweep: erases closed leads and removes old mail bodies past
+/// their periods, in short batches of [`RETENTION_BATCH`] that skip rows others hold (safe on
+/// every replica at once, never blocking the API for long); counted and logged.
+pub async fn retain(state: &AppState, policy: &RetentionPolicy) {
+    match state.leads.retention(policy, RETENTION_BATCH).await {
+        Ok(report) if report.is_empty() => tracing::debug!("retention: nothing due"),
+        Ok(report) => {
+            if let Some(m) = &state.metrics {
+                m.retention(
+                    u64::from(report.leads_erased),
+                    u64::from(report.mail_bodies_erased),
+                );
+            }
+            tracing::info!(
+                leads_erased = report.leads_erased,
+                mail_bodies_erased = report.mail_bodies_erased,
+                "retention"
+            );
+        }
+        Err(e) => tracing::warn!(error = %chain(&e), "retention failed; next tick retries"),
     }
 }
 

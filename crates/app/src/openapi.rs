@@ -82,6 +82,9 @@ problem_response! {
         api::leads::reassign,
         api::leads::stop_clock,
         api::leads::resume_clock,
+        api::leads::personal_data,
+        api::leads::erase,
+        api::audit::list,
         api::events::list,
         api::events::stream,
         api::followups::run,
@@ -126,7 +129,16 @@ problem_response! {
             freshplan_api::followups::Stage,
             freshplan_api::mails::MailSummary,
             freshplan_api::mails::Mail,
-            freshplan_api::mails::MailPage
+            freshplan_api::mails::MailPage,
+            freshplan_api::leads::ConsentSource,
+            freshplan_api::privacy::ErasureRequest,
+            freshplan_api::privacy::ErasureRequestReason,
+            freshplan_api::privacy::ErasureReason,
+            freshplan_api::privacy::ConsentChange,
+            freshplan_api::privacy::PersonalDataExport,
+            freshplan_api::privacy::AuditAction,
+            freshplan_api::privacy::AuditEntry,
+            freshplan_api::privacy::AuditPage
         ),
         responses(
             BadRequest,

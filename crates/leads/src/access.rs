@@ -19,17 +19,24 @@ pub enum Action {
     Reassign,
     /// Stop or resume the protection clock; reopen an EXPIRED lead.
     ManageProtection,
+    /// Export everything stored about the lead's person (SPEC §13): admins; managers in their
+    /// territories.
+    ExportPersonalData,
+    /// Erase the lead's person (SPEC §13): admins only.
+    Erase,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 8] = [
         Action::Read,
         Action::Update,
         Action::LogActivity,
         Action::Delete,
         Action::Reassign,
         Action::ManageProtection,
+        Action::ExportPersonalData,
+        Action::Erase,
     ];
 }
 
@@ -107,7 +114,8 @@ pub fn decide(actor: &Actor, lead: &LeadFacts<'_>, action: Action) -> Decision {
         Action::LogActivity => {
             manager || (sales && (is_owner(actor, lead) || is_collaborator(actor, lead)))
         }
-        Action::Reassign | Action::ManageProtection => manager,
+        Action::Reassign | Action::ManageProtection | Action::ExportPersonalData => manager,
+        Action::Erase => false,
     };
     if allowed {
         Decision::Allow
@@ -165,36 +173,38 @@ mod tests {
         let other_rep = Actor::new(u("x"), [Role::Sales], [TerritoryId::De]);
         let viewer = Actor::new(u("v"), [Role::Viewer], [TerritoryId::De]);
         let service = Actor::new(u("s"), [Role::Service], [TerritoryId::De]);
-        use Action::*;
         use Decision::*;
         let expect = [
-            (&admin, [Allow, Allow, Allow, Allow, Allow, Allow]),
-            (&manager, [Allow, Allow, Allow, Allow, Allow, Allow]),
-            (&ch_manager, [NotFound; 6]),
-            (&own_rep, [Allow, Allow, Allow, Allow, Forbidden, Forbidden]),
+            (&admin, [Allow; 8]),
+            (
+                &manager,
+                [Allow, Allow, Allow, Allow, Allow, Allow, Allow, Forbidden],
+            ),
+            (&ch_manager, [NotFound; 8]),
+            (
+                &own_rep,
+                [
+                    Allow, Allow, Allow, Allow, Forbidden, Forbidden, Forbidden, Forbidden,
+                ],
+            ),
             (
                 &collab_rep,
-                [Allow, Forbidden, Allow, Forbidden, Forbidden, Forbidden],
+                [
+                    Allow, Forbidden, Allow, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden,
+                ],
             ),
-            (&other_rep, [NotFound; 6]),
+            (&other_rep, [NotFound; 8]),
             (
                 &viewer,
-                [Allow, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden],
+                [
+                    Allow, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden, Forbidden,
+                    Forbidden,
+                ],
             ),
-            (&service, [NotFound; 6]),
+            (&service, [NotFound; 8]),
         ];
         for (who, decisions) in expect {
-            for (action, want) in [
-                Read,
-                Update,
-                LogActivity,
-                Delete,
-                Reassign,
-                ManageProtection,
-            ]
-            .into_iter()
-            .zip(decisions)
-            {
+            for (action, want) in Action::ALL.into_iter().zip(decisions) {
                 assert_eq!(
                     decide(who, &lead, action),
                     want,

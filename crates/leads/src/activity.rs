@@ -56,11 +56,13 @@ pub enum ActivityType {
     Deleted,
     /// System: the prospect withdrew email consent.
     Unsubscribed,
+    /// System: the person's data was erased (SPEC §13).
+    Erased,
 }
 
 impl ActivityType {
     /// Every type, in a stable order.
-    pub const ALL: [ActivityType; 22] = [
+    pub const ALL: [ActivityType; 23] = [
         ActivityType::Email,
         ActivityType::EmailReceived,
         ActivityType::Call,
@@ -83,6 +85,7 @@ impl ActivityType {
         ActivityType::Reactivated,
         ActivityType::Deleted,
         ActivityType::Unsubscribed,
+        ActivityType::Erased,
     ];
 
     /// The API/database spelling, e.g. `SAMPLE_SENT`.
@@ -110,6 +113,7 @@ impl ActivityType {
             ActivityType::Reactivated => "REACTIVATED",
             ActivityType::Deleted => "DELETED",
             ActivityType::Unsubscribed => "UNSUBSCRIBED",
+            ActivityType::Erased => "ERASED",
         }
     }
 

@@ -8,6 +8,7 @@ use freshplan_kernel::{CloudEvent, KeyBasis, UserId};
 
 use crate::activity::Activity;
 use crate::lead::Lead;
+use crate::personal::ErasureReason;
 use crate::status::LeadStatus;
 
 /// A lead event, before it gets its envelope.
@@ -54,6 +55,11 @@ pub enum LeadEvent {
         /// The released owner.
         previous_owner: Option<UserId>,
     },
+    /// `lead.erased.v1`: the person's data was erased; consumers erase their copies too.
+    Erased {
+        /// Why.
+        reason: ErasureReason,
+    },
 }
 
 /// Whether a lead event can move the cockpit figures (the `dashboard_updates` hint of SPEC §7.3):
@@ -65,7 +71,7 @@ pub fn moves_dashboard(event: &CloudEvent) -> bool {
 }
 
 /// Every lead event type this crate emits (the follow-up types come from `freshplan-followup`).
-pub const LEAD_EVENT_TYPES: [&str; 8] = [
+pub const LEAD_EVENT_TYPES: [&str; 9] = [
     "lead.created.v1",
     "lead.updated.v1",
     "lead.status.changed.v1",
@@ -74,6 +80,7 @@ pub const LEAD_EVENT_TYPES: [&str; 8] = [
     "lead.deleted.v1",
     "lead.protection.reminder.v1",
     "lead.protection.expired.v1",
+    "lead.erased.v1",
 ];
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -93,6 +100,7 @@ impl LeadEvent {
             LeadEvent::Deleted { .. } => LEAD_EVENT_TYPES[5],
             LeadEvent::ProtectionReminder { .. } => LEAD_EVENT_TYPES[6],
             LeadEvent::ProtectionExpired { .. } => LEAD_EVENT_TYPES[7],
+            LeadEvent::Erased { .. } => LEAD_EVENT_TYPES[8],
         }
     }
 
@@ -133,6 +141,10 @@ impl LeadEvent {
             LeadEvent::ProtectionExpired { previous_owner } => {
                 json!({"previousOwnerUserId": previous_owner})
             }
+            LeadEvent::Erased { reason } => json!({
+                "reason": reason,
+                "erasedAt": lead.erased_at.map(rfc3339),
+            }),
         };
         if let (Some(obj), serde_json::Value::Object(extra)) = (data.as_object_mut(), extra) {
             obj.extend(extra);

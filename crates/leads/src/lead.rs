@@ -14,6 +14,7 @@ use crate::events::LeadEvent;
 use crate::model::{
     BusinessType, CompanyName, Email, FieldError, KitchenSize, LeadSource, Volume, multiline_text,
 };
+use crate::personal::{ConsentSource, ErasureReason, PersonalField};
 use crate::protection::{
     AutoTransition, MAX_STOP_REASON, Protection, ProtectionPolicy, SweepFacts, next_transition,
 };
@@ -161,6 +162,10 @@ pub struct Lead {
     pub last_meaningful_contact_at: Option<OffsetDateTime>,
     /// When consent was given (server-set).
     pub email_consent_at: Option<OffsetDateTime>,
+    /// Where the current consent state came from (`None`: never given).
+    pub email_consent_source: Option<ConsentSource>,
+    /// When the person's data was erased (SPEC §13); an erased lead no longer changes.
+    pub erased_at: Option<OffsetDateTime>,
     /// Protection state.
     pub protection: Protection,
     /// Follow-up outcomes (read-only).
@@ -193,12 +198,14 @@ pub struct Changes {
     pub timeline: Vec<TimelineEntry>,
     /// Events to write to the outbox (with the version they belong to).
     pub events: Vec<(i64, LeadEvent)>,
+    /// A change of the email consent to record in the ledger (the new value is the lead's).
+    pub consent: Option<ConsentSource>,
 }
 
 impl Changes {
     /// Whether the change changed anything.
     pub fn is_empty(&self) -> bool {
-        self.timeline.is_empty() && self.events.is_empty()
+        self.timeline.is_empty() && self.events.is_empty() && self.consent.is_none()
     }
 
     fn entry(
@@ -304,6 +311,8 @@ impl Lead {
             id,
             version: 1,
             email_consent_at: data.email_consent.then_some(now),
+            email_consent_source: data.email_consent.then_some(ConsentSource::Api),
+            erased_at: None,
             territory,
             status: LeadStatus::Registered,
             owner: Some(creator.user_id().clone()),
@@ -319,7 +328,10 @@ impl Lead {
             updated_by: creator.user_id().clone(),
             data,
         };
-        let mut changes = Changes::default();
+        let mut changes = Changes {
+            consent: lead.email_consent_source,
+            ..Changes::default()
+        };
         changes.entry(
             ActivityType::Created,
             "Lead registered",
@@ -422,6 +434,7 @@ impl Lead {
         {
             self.data.email_consent = consent;
             self.email_consent_at = consent.then_some(now);
+            self.email_consent_source = Some(ConsentSource::Api);
             fields.push("emailConsent");
         }
         if let Some(c) = patch.collaborator_user_ids
@@ -430,7 +443,12 @@ impl Lead {
             self.collaborators = c;
             fields.push("collaboratorUserIds");
         }
-        let mut changes = Changes::default();
+        let mut changes = Changes {
+            consent: fields
+                .contains(&"emailConsent")
+                .then_some(ConsentSource::Api),
+            ..Changes::default()
+        };
         let status_change = patch.status.filter(|s| *s != self.status);
         if patch.owner_user_id.is_some() && status_change != Some(LeadStatus::Active) {
             *self = before;
@@ -716,6 +734,8 @@ impl Lead {
         let version = self.touch(actor, now);
         self.data.email_consent = false;
         self.email_consent_at = None;
+        self.email_consent_source = Some(ConsentSource::Unsubscribe);
+        changes.consent = Some(ConsentSource::Unsubscribe);
         changes.entry(
             ActivityType::Unsubscribed,
             "The prospect withdrew email consent",
@@ -727,6 +747,36 @@ impl Lead {
                 fields: vec!["emailConsent"],
             },
         ));
+        changes
+    }
+
+    /// Erases the person's data (SPEC §13): every [`PersonalField`] removed, the consent
+    /// withdrawn (recorded with source `ERASURE`), an `ERASED` entry and a `lead.erased.v1` event
+    /// without personal data. Works on deleted leads too (retention erases them). Idempotent: an
+    /// erased lead is left alone. The store redacts the related records (timeline, mails, events,
+    /// idempotency replays) in the same transaction.
+    pub fn erase(&mut self, reason: ErasureReason, actor: &Actor, now: OffsetDateTime) -> Changes {
+        let mut changes = Changes::default();
+        if self.erased_at.is_some() {
+            return changes;
+        }
+        let version = self.touch(actor, now);
+        for field in PersonalField::ALL {
+            field.erase(self);
+        }
+        self.erased_at = Some(now);
+        if self.data.email_consent {
+            self.data.email_consent = false;
+            self.email_consent_at = None;
+            self.email_consent_source = Some(ConsentSource::Erasure);
+            changes.consent = Some(ConsentSource::Erasure);
+        }
+        changes.entry(
+            ActivityType::Erased,
+            "Personal data erased",
+            serde_json::json!({"reason": reason}),
+        );
+        changes.events.push((version, LeadEvent::Erased { reason }));
         changes
     }
 

@@ -29,6 +29,7 @@ pub mod lead;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
 pub mod model;
+pub mod personal;
 pub mod ports;
 pub mod protection;
 pub mod service;

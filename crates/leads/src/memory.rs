@@ -19,10 +19,12 @@ use crate::access::can_read;
 use crate::activity::Activity;
 use crate::duplicates::DuplicateKeys;
 use crate::lead::Lead;
+use crate::personal::{self, AuditEntry, ConsentChange, ErasureCounts, PersonalRecords};
 use crate::ports::{
     IdempotencyRecord, LeadQuery, LeadStore, LeadTx, Page, SortField, StoreError, WriteError,
 };
 use crate::protection::{ProtectionPolicy, SweepFacts, next_due};
+use crate::status::LeadStatus;
 
 /// Runs a future to completion on the current thread (the ports' futures never wait on I/O in
 /// memory, so a minimal executor suffices; no runtime dependency).
@@ -51,6 +53,8 @@ struct State {
     activities: Vec<Activity>,
     events: Vec<CloudEvent>,
     idempotency: HashMap<(String, String), IdempotencyRecord>,
+    consent: Vec<ConsentChange>,
+    audit: Vec<AuditEntry>,
 }
 
 /// An in-memory lead store. Cloning shares the data.
@@ -81,6 +85,11 @@ impl InMemoryLeadStore {
     /// Every committed activity.
     pub fn activities(&self) -> Vec<Activity> {
         self.lock().activities.clone()
+    }
+
+    /// The committed consent ledger.
+    pub fn consent_changes(&self) -> Vec<ConsentChange> {
+        self.lock().consent.clone()
     }
 
     /// Every committed lead, deleted ones included.
@@ -338,6 +347,139 @@ impl LeadTx for InMemoryTx {
             .take(limit as usize)
             .cloned()
             .collect())
+    }
+
+    async fn get_nowait(&mut self, id: Uuid) -> Result<Option<Lead>, WriteError> {
+        // Nothing holds rows here: a concurrent writer shows up at commit instead.
+        Ok(self.get(id).await?)
+    }
+
+    async fn insert_consent_change(&mut self, change: &ConsentChange) -> Result<(), StoreError> {
+        self.work.consent.push(change.clone());
+        Ok(())
+    }
+
+    async fn personal_records(&mut self, lead_id: Uuid) -> Result<PersonalRecords, StoreError> {
+        let mut activities: Vec<Activity> = self
+            .work
+            .activities
+            .iter()
+            .filter(|a| a.lead_id == lead_id)
+            .cloned()
+            .collect();
+        activities.sort_by(|a, b| a.occurred_at.cmp(&b.occurred_at).then(a.id.cmp(&b.id)));
+        let subject = lead_id.to_string();
+        let events = self
+            .work
+            .events
+            .iter()
+            .filter(|e| e.subject.as_deref() == Some(subject.as_str()))
+            .filter(|e| {
+                personal::PERSONAL_EVENT_DATA
+                    .iter()
+                    .any(|(t, _)| *t == e.event_type)
+            })
+            .map(|e| serde_json::to_value(e).map_err(|e| StoreError::msg(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        Ok(PersonalRecords {
+            activities,
+            consent: self
+                .work
+                .consent
+                .iter()
+                .filter(|c| c.lead_id == lead_id)
+                .cloned()
+                .collect(),
+            // Mails live in the follow-up module's outbox, which this store does not hold.
+            mails: Vec::new(),
+            events,
+        })
+    }
+
+    async fn erase_related(
+        &mut self,
+        lead_id: Uuid,
+        _now: OffsetDateTime,
+    ) -> Result<ErasureCounts, StoreError> {
+        let mut counts = ErasureCounts::default();
+        for a in self
+            .work
+            .activities
+            .iter_mut()
+            .filter(|a| a.lead_id == lead_id)
+        {
+            if personal::activity_is_personal(a.activity_type) {
+                personal::redact_activity(a);
+                counts.activities += 1;
+            }
+        }
+        let subject = lead_id.to_string();
+        for e in self
+            .work
+            .events
+            .iter_mut()
+            .filter(|e| e.subject.as_deref() == Some(subject.as_str()))
+        {
+            let mut json = serde_json::to_value(&*e).map_err(|e| StoreError::msg(e.to_string()))?;
+            if personal::redact_event(&mut json) {
+                *e = serde_json::from_value(json).map_err(|e| StoreError::msg(e.to_string()))?;
+                counts.events += 1;
+            }
+        }
+        let before = self.work.idempotency.len();
+        self.work.idempotency.retain(|_, r| r.lead_id != lead_id);
+        counts.idempotency_keys = (before - self.work.idempotency.len()) as u64;
+        Ok(counts)
+    }
+
+    async fn due_for_retention(
+        &mut self,
+        cutoff: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Lead>, StoreError> {
+        let mut due: Vec<Lead> = self
+            .work
+            .leads
+            .values()
+            .filter(|l| {
+                matches!(
+                    l.status,
+                    LeadStatus::Lost | LeadStatus::Expired | LeadStatus::Deleted
+                ) && l.erased_at.is_none()
+                    && l.updated_at <= cutoff
+            })
+            .cloned()
+            .collect();
+        due.sort_by(|a, b| a.updated_at.cmp(&b.updated_at).then(a.id.cmp(&b.id)));
+        due.truncate(limit as usize);
+        Ok(due)
+    }
+
+    async fn erase_mail_bodies(
+        &mut self,
+        _cutoff: OffsetDateTime,
+        _now: OffsetDateTime,
+        _limit: u32,
+    ) -> Result<u32, StoreError> {
+        // No mails here (see `personal_records`).
+        Ok(0)
+    }
+
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.work.audit.push(entry.clone());
+        Ok(())
+    }
+
+    async fn list_audit(&mut self, page: u32, size: u32) -> Result<Page<AuditEntry>, StoreError> {
+        let mut all = self.work.audit.clone();
+        all.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
+        let total = all.len() as u64;
+        let items = all
+            .into_iter()
+            .skip((page as usize) * (size as usize))
+            .take(size as usize)
+            .collect();
+        Ok(Page { items, total })
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {

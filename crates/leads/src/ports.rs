@@ -13,6 +13,7 @@ use crate::activity::Activity;
 use crate::duplicates::{DuplicateKeys, DuplicateKind};
 use crate::lead::Lead;
 use crate::model::BusinessType;
+use crate::personal::{AuditEntry, ConsentChange, ErasureCounts, PersonalRecords};
 use crate::status::LeadStatus;
 
 /// An infrastructure failure (the database is down, a query failed). Never a client's fault.
@@ -48,6 +49,10 @@ pub enum WriteError {
     /// The idempotency key was stored concurrently by another request.
     #[error("the idempotency key is in use")]
     IdempotencyKeyTaken,
+    /// The row is locked by another transaction (e.g. a follow-up run holds the lead) and the
+    /// operation does not wait.
+    #[error("the lead is locked by another transaction")]
+    Busy,
     /// Anything else.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -243,6 +248,68 @@ pub trait LeadTx: Send {
         now: OffsetDateTime,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Lead>, StoreError>> + Send;
+
+    /// A lead by id, locked for update **without waiting**: [`WriteError::Busy`] when another
+    /// transaction holds it (a follow-up run, a concurrent change). Soft-deleted leads included;
+    /// `Ok(None)` when missing or not visible to the actor.
+    fn get_nowait(
+        &mut self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Lead>, WriteError>> + Send;
+
+    /// Records a change of a lead's email consent in the ledger.
+    fn insert_consent_change(
+        &mut self,
+        change: &ConsentChange,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Everything stored about the lead's person besides the lead row
+    /// ([`crate::personal`]): the whole timeline, the consent ledger, the mails and the outbox
+    /// events that carry personal data.
+    fn personal_records(
+        &mut self,
+        lead_id: Uuid,
+    ) -> impl Future<Output = Result<PersonalRecords, StoreError>> + Send;
+
+    /// Redacts the personal data of everything hanging off the lead, as [`crate::personal`]
+    /// names it: timeline texts, mails (queued ones withdrawn), outbox event data, idempotency
+    /// replays. The lead row itself is written by [`LeadTx::update`].
+    fn erase_related(
+        &mut self,
+        lead_id: Uuid,
+        now: OffsetDateTime,
+    ) -> impl Future<Output = Result<ErasureCounts, StoreError>> + Send;
+
+    /// Closed leads (LOST, EXPIRED, DELETED) not erased yet whose last change is at or before
+    /// `cutoff`, oldest first, at most `limit`, locked (rows another transaction holds are
+    /// skipped).
+    fn due_for_retention(
+        &mut self,
+        cutoff: OffsetDateTime,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Lead>, StoreError>> + Send;
+
+    /// Removes the bodies of at most `limit` SENT or DEAD mails whose last change is at or
+    /// before `cutoff`; how many.
+    fn erase_mail_bodies(
+        &mut self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Appends an audit-log entry.
+    fn insert_audit(
+        &mut self,
+        entry: &AuditEntry,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The audit log, newest first.
+    fn list_audit(
+        &mut self,
+        page: u32,
+        size: u32,
+    ) -> impl Future<Output = Result<Page<AuditEntry>, StoreError>> + Send;
 
     /// Commits.
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -11,6 +11,10 @@ use crate::duplicates::DuplicateKind;
 use crate::events::LeadEvent;
 use crate::lead::{ChangeError, Changes, Lead, LeadData, LeadPatch};
 use crate::model::FieldError;
+use crate::personal::{
+    AuditAction, AuditEntry, ConsentChange, ErasureReason, PersonalData, RetentionPolicy,
+    RetentionReport,
+};
 use crate::ports::{IdempotencyRecord, LeadQuery, LeadStore, LeadTx, Page, StoreError, WriteError};
 use crate::protection::ProtectionPolicy;
 use crate::status::TransitionError;
@@ -100,6 +104,9 @@ pub struct SweepReport {
     pub transitions: u32,
 }
 
+/// The conflict an erased lead answers to every change (it keeps only statistics now).
+pub const ERASED_LEAD: &str = "the lead's personal data was erased; it can no longer change";
+
 /// How long an idempotency key replays (SPEC §9).
 pub const IDEMPOTENCY_WINDOW: time::Duration = time::Duration::hours(24);
 
@@ -183,6 +190,17 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
             let ce = event.to_cloud_event(self.ids.new_id(), lead, version, now);
             tx.append_event(&ce).await?;
         }
+        if let Some(source) = changes.consent {
+            tx.insert_consent_change(&ConsentChange {
+                id: self.ids.new_id(),
+                lead_id: lead.id,
+                consent: lead.data.email_consent,
+                source,
+                changed_at: now,
+                changed_by: actor.user_id().clone(),
+            })
+            .await?;
+        }
         Ok(())
     }
 
@@ -255,7 +273,9 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
                 });
             }
             Err(WriteError::Store(e)) => return Err(e.into()),
-            Err(WriteError::VersionConflict | WriteError::IdempotencyKeyTaken) => {
+            Err(
+                WriteError::VersionConflict | WriteError::IdempotencyKeyTaken | WriteError::Busy,
+            ) => {
                 return Err(LeadError::Conflict("concurrent change, retry"));
             }
         }
@@ -279,7 +299,7 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
                         existing: None,
                     });
                 }
-                Err(WriteError::VersionConflict) => {
+                Err(WriteError::VersionConflict | WriteError::Busy) => {
                     return Err(LeadError::Conflict("concurrent change, retry"));
                 }
             }
@@ -339,8 +359,32 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
             .filter(|l| !l.is_deleted())
             .ok_or(LeadError::NotFound)?;
         check(actor, &lead, action, why)?;
+        if lead.erased_at.is_some() {
+            return Err(LeadError::Conflict(ERASED_LEAD));
+        }
         check_version(&lead, expected)?;
         Ok(lead)
+    }
+
+    /// Writes the lead's new state (a no-op when its version did not move).
+    async fn update_row(tx: &mut S::Tx, lead: &Lead, old_version: i64) -> Result<(), LeadError> {
+        if lead.version == old_version {
+            return Ok(());
+        }
+        match tx.update(lead, old_version).await {
+            Ok(()) => Ok(()),
+            Err(WriteError::Duplicate(kind)) => Err(LeadError::Duplicate {
+                kind,
+                existing: None,
+            }),
+            Err(WriteError::VersionConflict) => Err(LeadError::PreconditionFailed {
+                current: old_version + 1,
+            }),
+            Err(WriteError::IdempotencyKeyTaken | WriteError::Busy) => {
+                Err(LeadError::Conflict("concurrent change, retry"))
+            }
+            Err(WriteError::Store(e)) => Err(e.into()),
+        }
     }
 
     async fn save(
@@ -352,26 +396,7 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
         changes: Changes,
         now: OffsetDateTime,
     ) -> Result<(), LeadError> {
-        if lead.version != old_version {
-            match tx.update(lead, old_version).await {
-                Ok(()) => {}
-                Err(WriteError::Duplicate(kind)) => {
-                    return Err(LeadError::Duplicate {
-                        kind,
-                        existing: None,
-                    });
-                }
-                Err(WriteError::VersionConflict) => {
-                    return Err(LeadError::PreconditionFailed {
-                        current: old_version + 1,
-                    });
-                }
-                Err(WriteError::IdempotencyKeyTaken) => {
-                    return Err(LeadError::Conflict("concurrent change, retry"));
-                }
-                Err(WriteError::Store(e)) => return Err(e.into()),
-            }
-        }
+        Self::update_row(&mut tx, lead, old_version).await?;
         self.write_changes(&mut tx, lead, actor, changes, now)
             .await?;
         tx.commit().await?;
@@ -619,6 +644,186 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
         self.save(tx, &system, &lead, old_version, changes, now)
             .await?;
         Ok(lead)
+    }
+
+    /// Everything stored about the lead's person (SPEC §13, DSGVO Art. 15/20): admins; managers
+    /// for their territories. Deleted and erased leads too (what is stored is what counts). The
+    /// export is recorded in the audit log in the same transaction, without personal data.
+    pub async fn personal_data(&self, actor: &Actor, id: Uuid) -> Result<PersonalData, LeadError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let lead = tx.read(id).await?.ok_or(LeadError::NotFound)?;
+        check(
+            actor,
+            &lead,
+            Action::ExportPersonalData,
+            "only admins, and managers for their territories, may export personal data",
+        )?;
+        let records = tx.personal_records(id).await?;
+        tx.insert_audit(&AuditEntry {
+            id: self.ids.new_id(),
+            at: now,
+            actor: actor.user_id().clone(),
+            action: AuditAction::PersonalDataExported,
+            lead_id: Some(lead.id),
+            territory: Some(lead.territory),
+            reason: None,
+            leads_erased: 0,
+            mail_bodies_erased: 0,
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(PersonalData {
+            exported_at: now,
+            lead,
+            records,
+        })
+    }
+
+    /// Erases the lead's person everywhere in one transaction (SPEC §13, DSGVO Art. 17): admins
+    /// only, at the expected version. Idempotent: an erased lead is answered as it is (no
+    /// precondition applies, nothing changes). Refused with a conflict, never waited for and
+    /// never half-done, while another transaction holds the lead (a follow-up run).
+    pub async fn erase(
+        &self,
+        actor: &Actor,
+        id: Uuid,
+        expected_version: Option<i64>,
+        reason: ErasureReason,
+    ) -> Result<Lead, LeadError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut lead = match tx.get_nowait(id).await {
+            Ok(Some(lead)) => lead,
+            Ok(None) => return Err(LeadError::NotFound),
+            Err(WriteError::Busy) => {
+                return Err(LeadError::Conflict(
+                    "the lead is being processed (e.g. by a follow-up run); retry shortly",
+                ));
+            }
+            Err(WriteError::Store(e)) => return Err(e.into()),
+            Err(_) => return Err(LeadError::Conflict("concurrent change, retry")),
+        };
+        check(
+            actor,
+            &lead,
+            Action::Erase,
+            "only admins may erase personal data",
+        )?;
+        if lead.erased_at.is_some() {
+            tx.commit().await?;
+            return Ok(lead);
+        }
+        check_version(&lead, expected_version)?;
+        self.erase_in(&mut tx, actor, &mut lead, reason, now)
+            .await?;
+        tx.insert_audit(&AuditEntry {
+            id: self.ids.new_id(),
+            at: now,
+            actor: actor.user_id().clone(),
+            action: AuditAction::LeadErased,
+            lead_id: Some(lead.id),
+            territory: Some(lead.territory),
+            reason: Some(reason),
+            leads_erased: 1,
+            mail_bodies_erased: 0,
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(lead)
+    }
+
+    /// The erasure of one locked lead inside a transaction: the lead row, the related records,
+    /// the `ERASED` entry, the `lead.erased.v1` event and the consent change. Shared by
+    /// [`LeadService::erase`] and retention.
+    async fn erase_in(
+        &self,
+        tx: &mut S::Tx,
+        actor: &Actor,
+        lead: &mut Lead,
+        reason: ErasureReason,
+        now: OffsetDateTime,
+    ) -> Result<(), LeadError> {
+        let old_version = lead.version;
+        let changes = lead.erase(reason, actor, now);
+        Self::update_row(tx, lead, old_version).await?;
+        tx.erase_related(lead.id, now).await?;
+        self.write_changes(tx, lead, actor, changes, now).await?;
+        Ok(())
+    }
+
+    /// One batch of retention as the system actor (SPEC §13): erases at most `limit` closed
+    /// leads past `policy.closed_leads` (with the erasure's code path, reason `RETENTION`) and
+    /// removes the bodies of at most `limit` old mails, in one short transaction that skips rows
+    /// other transactions hold; records the batch in the audit log when it did anything.
+    pub async fn retention_batch(
+        &self,
+        policy: &RetentionPolicy,
+        limit: u32,
+    ) -> Result<RetentionReport, LeadError> {
+        let now = self.clock.now();
+        let system = Actor::system();
+        let mut tx = self.store.begin(&system).await?;
+        let mut report = RetentionReport::default();
+        if let Some(period) = policy.closed_leads {
+            for mut lead in tx.due_for_retention(now - period, limit).await? {
+                self.erase_in(&mut tx, &system, &mut lead, ErasureReason::Retention, now)
+                    .await?;
+                report.leads_erased += 1;
+            }
+        }
+        if let Some(period) = policy.mail_bodies {
+            report.mail_bodies_erased = tx.erase_mail_bodies(now - period, now, limit).await?;
+        }
+        if !report.is_empty() {
+            tx.insert_audit(&AuditEntry {
+                id: self.ids.new_id(),
+                at: now,
+                actor: system.user_id().clone(),
+                action: AuditAction::RetentionRun,
+                lead_id: None,
+                territory: None,
+                reason: Some(ErasureReason::Retention),
+                leads_erased: report.leads_erased,
+                mail_bodies_erased: report.mail_bodies_erased,
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Runs retention batches until one finds nothing more to do.
+    pub async fn retention(
+        &self,
+        policy: &RetentionPolicy,
+        batch: u32,
+    ) -> Result<RetentionReport, LeadError> {
+        let mut total = RetentionReport::default();
+        loop {
+            let r = self.retention_batch(policy, batch).await?;
+            total.leads_erased += r.leads_erased;
+            total.mail_bodies_erased += r.mail_bodies_erased;
+            if r.leads_erased < batch && r.mail_bodies_erased < batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The audit log of personal-data processing, newest first (admins).
+    pub async fn audit_log(
+        &self,
+        actor: &Actor,
+        page: u32,
+        size: u32,
+    ) -> Result<Page<AuditEntry>, LeadError> {
+        if !actor.has_role(freshplan_kernel::Role::Admin) {
+            return Err(LeadError::Forbidden("only admins may read the audit log"));
+        }
+        let mut tx = self.store.begin(actor).await?;
+        let page = tx.list_audit(page, size).await?;
+        tx.commit().await?;
+        Ok(page)
     }
 
     /// One batch of the protection sweep as the system actor: every due lead gets all its due

@@ -1071,3 +1071,227 @@ fn a_store_failure_surfaces_as_store_error_and_nothing_is_committed() {
     ));
     assert!(matches!(r, Err(LeadError::Store(_))));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Personal data (SPEC §13)
+// ---------------------------------------------------------------------------------------------
+
+mod personal_data {
+    use super::*;
+    use crate::personal::{AuditAction, ConsentSource, ErasureReason, REDACTED, RetentionPolicy};
+
+    fn personal(name: &str) -> LeadData {
+        let mut d = data(name);
+        d.contact_person = Some("Erika Mustermann".into());
+        d.email = Some(Email::parse("erika@mustermann.example").unwrap());
+        d.phone = Some("+49 30 999".into());
+        d.city = Some("Berlin".into());
+        d.email_consent = true;
+        d
+    }
+
+    #[test]
+    fn every_consent_change_is_in_the_ledger_with_its_source() {
+        let (svc, store, clock) = setup();
+        let r = rep("r1");
+        let lead = create(&svc, &r, personal("Alpha")).unwrap();
+        assert_eq!(lead.email_consent_source, Some(ConsentSource::Api));
+        clock.set(T0 + Duration::hours(1));
+        let l = block_on(svc.withdraw_consent(lead.id)).unwrap();
+        assert_eq!(l.email_consent_source, Some(ConsentSource::Unsubscribe));
+        clock.set(T0 + Duration::hours(2));
+        let patch = LeadPatch {
+            email_consent: Some(true),
+            ..LeadPatch::default()
+        };
+        let l = block_on(svc.update(&r, lead.id, Some(l.version), patch)).unwrap();
+        assert_eq!(l.email_consent_at, Some(T0 + Duration::hours(2)));
+        // A patch that does not touch consent records nothing.
+        let patch = LeadPatch {
+            phone: Some(None),
+            ..LeadPatch::default()
+        };
+        block_on(svc.update(&r, lead.id, Some(l.version), patch)).unwrap();
+        let ledger: Vec<_> = store
+            .consent_changes()
+            .into_iter()
+            .map(|c| {
+                (
+                    c.consent,
+                    c.source,
+                    c.changed_by.as_str().to_owned(),
+                    c.changed_at,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ledger,
+            [
+                (true, ConsentSource::Api, "r1".to_owned(), T0),
+                (
+                    false,
+                    ConsentSource::Unsubscribe,
+                    "system".to_owned(),
+                    T0 + Duration::hours(1)
+                ),
+                (
+                    true,
+                    ConsentSource::Api,
+                    "r1".to_owned(),
+                    T0 + Duration::hours(2)
+                ),
+            ]
+        );
+        // Created without consent: no entry.
+        create(&svc, &r, data("Beta")).unwrap();
+        assert_eq!(store.consent_changes().len(), 3);
+    }
+
+    #[test]
+    fn erasure_removes_the_person_keeps_the_statistics_and_is_idempotent() {
+        let (svc, store, clock) = setup();
+        let r = rep("r1");
+        let lead = create(&svc, &r, personal("Metzgerei Erika Mustermann")).unwrap();
+        let call = LogActivity {
+            activity_type: ActivityType::Call,
+            occurred_at: None,
+            description: Some("Erika wants samples".into()),
+        };
+        block_on(svc.log_activity(&r, lead.id, call)).unwrap();
+        let lead = block_on(svc.get(&r, lead.id)).unwrap();
+        // Only admins erase.
+        assert!(matches!(
+            block_on(svc.erase(&manager(), lead.id, None, ErasureReason::DataSubjectRequest)),
+            Err(LeadError::Forbidden(_))
+        ));
+        assert!(matches!(
+            block_on(svc.erase(
+                &admin(),
+                lead.id,
+                Some(lead.version - 1),
+                ErasureReason::DataSubjectRequest
+            )),
+            Err(LeadError::PreconditionFailed { .. })
+        ));
+        clock.set(T0 + Duration::hours(1));
+        let erased = block_on(svc.erase(
+            &admin(),
+            lead.id,
+            Some(lead.version),
+            ErasureReason::DataSubjectRequest,
+        ))
+        .unwrap();
+        assert_eq!(erased.erased_at, Some(T0 + Duration::hours(1)));
+        assert_eq!(erased.data.contact_person, None);
+        assert_eq!(erased.data.email, None);
+        assert!(!erased.data.email_consent);
+        assert_eq!(erased.email_consent_source, Some(ConsentSource::Erasure));
+        assert_eq!(erased.status, lead.status);
+        assert_eq!(erased.territory, lead.territory);
+        assert_eq!(erased.registered_at, lead.registered_at);
+        // The timeline keeps its entries, without the text; the created event is redacted.
+        let acts = store.activities();
+        let call = acts
+            .iter()
+            .find(|a| a.activity_type == ActivityType::Call)
+            .unwrap();
+        assert_eq!(call.description, None);
+        assert!(acts.iter().any(|a| a.activity_type == ActivityType::Erased));
+        let created = store
+            .events()
+            .into_iter()
+            .find(|e| e.event_type == "lead.created.v1")
+            .unwrap();
+        assert_eq!(created.data["companyName"], REDACTED);
+        let last = store.events().pop().unwrap();
+        assert_eq!(last.event_type, "lead.erased.v1");
+        assert_eq!(last.data["reason"], "DATA_SUBJECT_REQUEST");
+        assert!(!last.data.to_string().contains("Erika"));
+        // Idempotent: again (even with the old ETag) answers the erased lead, changes nothing.
+        let events = store.events().len();
+        let again = block_on(svc.erase(
+            &admin(),
+            lead.id,
+            Some(lead.version),
+            ErasureReason::DataSubjectRequest,
+        ))
+        .unwrap();
+        assert_eq!(again.version, erased.version);
+        assert_eq!(store.events().len(), events);
+        // Frozen: no user change any more.
+        assert!(matches!(
+            block_on(svc.update(&r, lead.id, None, LeadPatch::default())),
+            Err(LeadError::Conflict(_))
+        ));
+        // The duplicate keys are released: the same person can be registered again.
+        create(&svc, &r, personal("Metzgerei Erika Mustermann")).unwrap();
+        // Exports and erasures are audited, without personal data.
+        block_on(svc.personal_data(&manager(), erased.id)).unwrap();
+        let audit = block_on(svc.audit_log(&admin(), 0, 10)).unwrap();
+        let actions: Vec<_> = audit.items.iter().map(|e| e.action).collect();
+        assert_eq!(
+            actions,
+            [AuditAction::PersonalDataExported, AuditAction::LeadErased]
+        );
+        assert!(matches!(
+            block_on(svc.audit_log(&manager(), 0, 10)),
+            Err(LeadError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn a_sales_rep_cannot_export() {
+        let (svc, _, _) = setup();
+        let r = rep("r1");
+        let lead = create(&svc, &r, personal("Alpha")).unwrap();
+        assert!(matches!(
+            block_on(svc.personal_data(&r, lead.id)),
+            Err(LeadError::Forbidden(_))
+        ));
+        let export = block_on(svc.personal_data(&admin(), lead.id)).unwrap();
+        assert_eq!(export.records.activities.len(), 1);
+        assert_eq!(export.records.consent.len(), 1);
+        assert_eq!(export.records.events.len(), 1);
+    }
+
+    #[test]
+    fn retention_erases_exactly_the_closed_leads_past_their_period() {
+        let (svc, store, clock) = setup();
+        let r = rep("r1");
+        let policy = RetentionPolicy {
+            closed_leads: Some(Duration::days(730)),
+            mail_bodies: None,
+        };
+        let lost = create(&svc, &r, personal("Lost old")).unwrap();
+        let deleted = create(&svc, &r, data("Deleted old")).unwrap();
+        let open = create(&svc, &r, data("Open old")).unwrap();
+        let lost_late = create(&svc, &r, data("Lost late")).unwrap();
+        let lost_patch = LeadPatch {
+            status: Some(LeadStatus::Lost),
+            ..LeadPatch::default()
+        };
+        block_on(svc.update(&r, lost.id, None, lost_patch.clone())).unwrap();
+        block_on(svc.delete(&r, deleted.id, None)).unwrap();
+        clock.set(T0 + Duration::days(10));
+        block_on(svc.update(&r, lost_late.id, None, lost_patch)).unwrap();
+        // One second before the first period ends: nothing.
+        clock.set(T0 + Duration::days(730) - Duration::seconds(1));
+        assert!(block_on(svc.retention(&policy, 10)).unwrap().is_empty());
+        clock.set(T0 + Duration::days(730));
+        let report = block_on(svc.retention(&policy, 1)).unwrap();
+        assert_eq!(report.leads_erased, 2);
+        let get = |id| store.leads().into_iter().find(|l| l.id == id).unwrap();
+        assert!(get(lost.id).erased_at.is_some());
+        assert!(get(deleted.id).erased_at.is_some());
+        assert!(get(open.id).erased_at.is_none());
+        assert!(get(lost_late.id).erased_at.is_none());
+        // Erased ones are not erased twice.
+        assert!(block_on(svc.retention(&policy, 10)).unwrap().is_empty());
+        clock.set(T0 + Duration::days(740));
+        assert_eq!(
+            block_on(svc.retention(&policy, 10)).unwrap().leads_erased,
+            1
+        );
+        assert!(get(open.id).erased_at.is_none());
+    }
+}

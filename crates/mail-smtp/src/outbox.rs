@@ -510,7 +510,7 @@ impl PgMailOutbox {
 
     /// Puts a `DEAD` mail back in the queue (attempts reset, due at `now`), as `actor` (an
     /// admin; row-level security refuses everyone else). `false` if there is no such dead
-    /// mail the actor may change.
+    /// mail the actor may change, or its bodies were removed (retention, erasure: SPEC §13).
     pub async fn requeue(
         &self,
         actor: &Actor,
@@ -523,7 +523,7 @@ impl PgMailOutbox {
         let done = sqlx::query(
             "update mail_outbox set status = 'QUEUED', attempts = 0, next_attempt_at = $2, \
                     updated_at = $2 \
-              where id = $1 and status = 'DEAD'",
+              where id = $1 and status = 'DEAD' and body_erased_at is null",
         )
         .bind(id)
         .bind(now)

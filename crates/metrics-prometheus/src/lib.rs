@@ -56,6 +56,7 @@ pub struct Metrics {
     followup_duration: Histogram,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    retention_erased: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -208,6 +209,14 @@ impl Metrics {
             .buckets(HTTP_BUCKETS.to_vec()),
             &["method", "route"],
         )?;
+        let retention_erased = IntCounterVec::new(
+            Opts::new(
+                "freshplan_retention_erased_total",
+                "What retention erased (SPEC §13), by kind: lead, mail_body.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(retention_erased.clone()))?;
         registry.register(Box::new(events_published.clone()))?;
         registry.register(Box::new(events_consumed.clone()))?;
         registry.register(Box::new(dedupe_entries.clone()))?;
@@ -238,6 +247,7 @@ impl Metrics {
             followup_duration,
             http_requests,
             http_duration,
+            retention_erased,
         })
     }
 
@@ -316,6 +326,16 @@ impl Metrics {
             .inc_by(skipped);
         self.followup_errors.inc_by(errors);
         self.followup_duration.observe(seconds.max(0.0));
+    }
+
+    /// One retention batch: leads erased, mails whose bodies were removed.
+    pub fn retention(&self, leads: u64, mail_bodies: u64) {
+        self.retention_erased
+            .with_label_values(&["lead"])
+            .inc_by(leads);
+        self.retention_erased
+            .with_label_values(&["mail_body"])
+            .inc_by(mail_bodies);
     }
 
     /// Open leads waiting for T+3 and for T+7.

@@ -14,6 +14,12 @@ pub(crate) const IDEMPOTENCY_KEYS_PKEY: &str = "idempotency_keys_pkey";
 
 /// Maps a database error to the domain's write error, by constraint name.
 pub(crate) fn classify(context: &'static str, error: sqlx::Error) -> WriteError {
+    // lock_not_available: a `nowait` lock found the row held by another transaction.
+    if let Some(db) = error.as_database_error()
+        && db.code().as_deref() == Some("55P03")
+    {
+        return WriteError::Busy;
+    }
     if let Some(db) = error.as_database_error()
         && db.is_unique_violation()
     {

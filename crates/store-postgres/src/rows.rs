@@ -12,6 +12,9 @@ use freshplan_leads::Lead;
 use freshplan_leads::activity::{Activity, ActivityType};
 use freshplan_leads::lead::{FollowUpMark, FollowUpMarks, LeadData};
 use freshplan_leads::model::{BusinessType, CompanyName, Email, KitchenSize, LeadSource, Volume};
+use freshplan_leads::personal::{
+    AuditAction, AuditEntry, ConsentChange, ConsentSource, ErasureReason, MailRecord,
+};
 use freshplan_leads::ports::StoreError;
 use freshplan_leads::protection::Protection;
 use freshplan_leads::status::LeadStatus;
@@ -24,7 +27,8 @@ pub(crate) const LEAD_COLUMNS: &str = "\
     l.id, l.version, l.company_name, l.contact_person, l.email, l.phone, l.website, l.street, \
     l.postal_code, l.city, l.country_code, l.business_type, l.kitchen_size, l.employee_count, \
     (l.estimated_volume * 100)::bigint as estimated_volume_cents, l.industry, l.source, \
-    l.source_campaign, l.email_consent, l.email_consent_at, l.territory_id, l.status, \
+    l.source_campaign, l.email_consent, l.email_consent_at, l.email_consent_source, l.erased_at, \
+    l.territory_id, l.status, \
     l.owner_user_id, l.collaborator_user_ids, l.registered_at, l.last_activity_at, \
     l.last_meaningful_contact_at, l.reminder_at, l.grace_until, l.clock_stopped_at, \
     l.stop_reason, l.paused_seconds, l.paused_seconds_at_contact, l.contact_while_stopped, \
@@ -60,6 +64,8 @@ pub(crate) const LEAD_WRITE_COLUMNS: &[(&str, &str)] = &[
     ("source_campaign", "{}"),
     ("email_consent", "{}"),
     ("email_consent_at", "{}"),
+    ("email_consent_source", "{}"),
+    ("erased_at", "{}"),
     ("territory_id", "{}"),
     ("status", "{}"),
     ("owner_user_id", "{}"),
@@ -177,6 +183,12 @@ pub(crate) fn lead(row: &PgRow) -> Result<Lead, StoreError> {
         last_activity_at: get(row, "last_activity_at")?,
         last_meaningful_contact_at: get(row, "last_meaningful_contact_at")?,
         email_consent_at: get(row, "email_consent_at")?,
+        email_consent_source: parse_opt(
+            get(row, "email_consent_source")?,
+            "email_consent_source",
+            |s| s.parse::<ConsentSource>(),
+        )?,
+        erased_at: get(row, "erased_at")?,
         protection: Protection {
             reminder_at: get(row, "reminder_at")?,
             grace_until: get(row, "grace_until")?,
@@ -219,5 +231,60 @@ pub(crate) fn activity(row: &PgRow) -> Result<Activity, StoreError> {
         meaningful_contact: get(row, "meaningful_contact")?,
         metadata: get(row, "metadata")?,
         created_at: get(row, "created_at")?,
+    })
+}
+
+/// Decodes a consent-ledger row.
+pub(crate) fn consent_change(row: &PgRow) -> Result<ConsentChange, StoreError> {
+    Ok(ConsentChange {
+        id: get(row, "id")?,
+        lead_id: get(row, "lead_id")?,
+        consent: get(row, "consent")?,
+        source: get::<String>(row, "source")?
+            .parse::<ConsentSource>()
+            .map_err(|e| corrupt("source", e))?,
+        changed_at: get(row, "changed_at")?,
+        changed_by: user(get(row, "changed_by")?, "changed_by")?,
+    })
+}
+
+/// Decodes a mail-outbox row for the export.
+pub(crate) fn mail_record(row: &PgRow) -> Result<MailRecord, StoreError> {
+    Ok(MailRecord {
+        id: get(row, "id")?,
+        lead_id: get(row, "lead_id")?,
+        stage: get(row, "stage")?,
+        recipient: get(row, "recipient")?,
+        subject: get(row, "subject")?,
+        html: get(row, "html")?,
+        text: get(row, "text")?,
+        unsubscribe_url: get(row, "unsubscribe_url")?,
+        status: get(row, "status")?,
+        attempts: u32::try_from(get::<i32>(row, "attempts")?).unwrap_or(0),
+        next_attempt_at: get(row, "next_attempt_at")?,
+        last_error: get(row, "last_error")?,
+        created_at: get(row, "created_at")?,
+        sent_at: get(row, "sent_at")?,
+    })
+}
+
+/// Decodes an audit-log row.
+pub(crate) fn audit_entry(row: &PgRow) -> Result<AuditEntry, StoreError> {
+    Ok(AuditEntry {
+        id: get(row, "id")?,
+        at: get(row, "at")?,
+        actor: user(get(row, "actor")?, "actor")?,
+        action: get::<String>(row, "action")?
+            .parse::<AuditAction>()
+            .map_err(|e| corrupt("action", e))?,
+        lead_id: get(row, "lead_id")?,
+        territory: parse_opt(get(row, "territory_id")?, "territory_id", |s| {
+            s.parse::<TerritoryId>()
+        })?,
+        reason: parse_opt(get(row, "reason")?, "reason", |s| {
+            s.parse::<ErasureReason>()
+        })?,
+        leads_erased: u32::try_from(get::<i32>(row, "leads_erased")?).unwrap_or(0),
+        mail_bodies_erased: u32::try_from(get::<i32>(row, "mail_bodies_erased")?).unwrap_or(0),
     })
 }

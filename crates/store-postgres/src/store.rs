@@ -12,7 +12,9 @@ use uuid::Uuid;
 use freshplan_kernel::{Actor, CloudEvent, Role, TerritoryId, UserId};
 use freshplan_leads::Lead;
 use freshplan_leads::activity::Activity;
+use freshplan_leads::activity::ActivityType;
 use freshplan_leads::duplicates::DuplicateKeys;
+use freshplan_leads::personal::{self, AuditEntry, ConsentChange, ErasureCounts, PersonalRecords};
 use freshplan_leads::ports::{
     IdempotencyRecord, LeadQuery, LeadStore, LeadTx, Page, SortField, StoreError, WriteError,
 };
@@ -231,6 +233,8 @@ fn bind_lead<'q>(
         .bind(d.source_campaign.clone())
         .bind(d.email_consent)
         .bind(lead.email_consent_at)
+        .bind(lead.email_consent_source.map(|c| c.as_str()))
+        .bind(lead.erased_at)
         .bind(lead.territory.as_str())
         .bind(lead.status.as_str())
         .bind(lead.owner.as_ref().map(|u| u.as_str().to_owned()))
@@ -449,6 +453,24 @@ fn lead_rows(rows: &[PgRow]) -> Result<Vec<Lead>, StoreError> {
 /// The lead by id, without a lock (reads).
 static READ_LEAD: LazyLock<String> =
     LazyLock::new(|| format!("select {LEAD_COLUMNS} from {LEAD_FROM} where l.id = $1"));
+
+/// What an erasure writes as `lastError` of a mail it withdrew before delivery.
+pub(crate) const MAIL_WITHDRAWN_BY_ERASURE: &str = "withdrawn: the personal data was erased";
+
+/// The stored events of a lead whose data carries personal data
+/// ([`personal::PERSONAL_EVENT_DATA`]), oldest first. The types are spelled out as literals so
+/// the planner can use the partial index `event_outbox_personal_idx` (migrations/0010), which
+/// covers exactly these types.
+static PERSONAL_EVENTS: LazyLock<String> = LazyLock::new(|| {
+    let types: Vec<String> = personal::PERSONAL_EVENT_DATA
+        .iter()
+        .map(|(t, _)| format!("type = '{t}'"))
+        .collect();
+    format!(
+        "select payload from event_outbox where subject = $1 and ({}) order by txid, id",
+        types.join(" or ")
+    )
+});
 
 impl LeadTx for PgLeadTx {
     async fn read(&mut self, id: Uuid) -> Result<Option<Lead>, StoreError> {
@@ -736,6 +758,256 @@ impl LeadTx for PgLeadTx {
         .await
         .map_err(store_error("read leads due for the sweep"))?;
         lead_rows(&rows)
+    }
+
+    async fn get_nowait(&mut self, id: Uuid) -> Result<Option<Lead>, WriteError> {
+        let row = sqlx::query(&format!(
+            "select {LEAD_COLUMNS} from {LEAD_FROM} where l.id = $1 for no key update of l nowait"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(|e| classify("lock a lead", e))?;
+        Ok(row.as_ref().map(rows::lead).transpose()?)
+    }
+
+    async fn insert_consent_change(&mut self, change: &ConsentChange) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "insert into consent_changes \
+               (id, lead_id, territory_id, consent, source, changed_at, changed_by) \
+             select $1, l.id, l.territory_id, $3, $4, $5, $6 from leads l where l.id = $2",
+        )
+        .bind(change.id)
+        .bind(change.lead_id)
+        .bind(change.consent)
+        .bind(change.source.as_str())
+        .bind(change.changed_at)
+        .bind(change.changed_by.as_str().to_owned())
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error("record a consent change"))?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::msg(format!(
+                "record a consent change: lead {} not found",
+                change.lead_id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn personal_records(&mut self, lead_id: Uuid) -> Result<PersonalRecords, StoreError> {
+        let activities = sqlx::query(&format!(
+            "select {ACTIVITY_COLUMNS} from activities where lead_id = $1 \
+              order by occurred_at, id"
+        ))
+        .bind(lead_id)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(store_error("export activities"))?
+        .iter()
+        .map(rows::activity)
+        .collect::<Result<_, _>>()?;
+        let consent = sqlx::query(
+            "select id, lead_id, consent, source, changed_at, changed_by from consent_changes \
+              where lead_id = $1 order by changed_at, id",
+        )
+        .bind(lead_id)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(store_error("export the consent ledger"))?
+        .iter()
+        .map(rows::consent_change)
+        .collect::<Result<_, _>>()?;
+        let mails = sqlx::query(
+            "select id, lead_id, stage, recipient, subject, html, text, unsubscribe_url, status, \
+                    attempts, \
+                    next_attempt_at, last_error, created_at, sent_at \
+               from mail_outbox where lead_id = $1 order by created_at, id",
+        )
+        .bind(lead_id)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(store_error("export mails"))?
+        .iter()
+        .map(rows::mail_record)
+        .collect::<Result<_, _>>()?;
+        let events = sqlx::query_scalar::<_, serde_json::Value>(&PERSONAL_EVENTS)
+            .bind(lead_id.to_string())
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(store_error("export events"))?;
+        Ok(PersonalRecords {
+            activities,
+            consent,
+            mails,
+            events,
+        })
+    }
+
+    async fn erase_related(
+        &mut self,
+        lead_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<ErasureCounts, StoreError> {
+        let personal_types: Vec<&str> = personal::personal_activity_types()
+            .into_iter()
+            .map(ActivityType::as_str)
+            .collect();
+        let activities = sqlx::query(
+            "update activities set description = null, metadata = '{}' \
+              where lead_id = $1 and type = any($2) \
+                and (description is not null or metadata <> '{}')",
+        )
+        .bind(lead_id)
+        .bind(personal_types)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error("redact the timeline"))?
+        .rows_affected();
+        // Queued mails are withdrawn (the dispatcher only completes QUEUED rows); every mail
+        // loses its recipient, subject, bodies, link and the last error (SMTP errors may quote
+        // the address).
+        let mails = sqlx::query(
+            "update mail_outbox \
+                set status = case when status = 'QUEUED' then 'DEAD' else status end, \
+                    last_error = case when status = 'QUEUED' then $3 \
+                                      when last_error is null then null else $4 end, \
+                    recipient = '', subject = '', html = '', text = '', unsubscribe_url = '', \
+                    erased_at = $2, body_erased_at = coalesce(body_erased_at, $2), \
+                    updated_at = $2 \
+              where lead_id = $1 and erased_at is null",
+        )
+        .bind(lead_id)
+        .bind(now)
+        .bind(MAIL_WITHDRAWN_BY_ERASURE)
+        .bind(personal::REDACTED)
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error("erase mails"))?
+        .rows_affected();
+        let mut events = 0;
+        for (event_type, fields) in personal::PERSONAL_EVENT_DATA {
+            for field in *fields {
+                events += sqlx::query(
+                    "update event_outbox \
+                        set payload = jsonb_set(payload, array['data', $3], to_jsonb($4::text)) \
+                      where subject = $1 and type = $2 and payload -> 'data' ? $3 \
+                        and payload -> 'data' ->> $3 is distinct from $4",
+                )
+                .bind(lead_id.to_string())
+                .bind(*event_type)
+                .bind(*field)
+                .bind(personal::REDACTED)
+                .execute(&mut *self.tx)
+                .await
+                .map_err(store_error("redact events"))?
+                .rows_affected();
+            }
+        }
+        let idempotency_keys = sqlx::query("delete from idempotency_keys where lead_id = $1")
+            .bind(lead_id)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(store_error("purge idempotency replays"))?
+            .rows_affected();
+        Ok(ErasureCounts {
+            activities,
+            mails,
+            events,
+            idempotency_keys,
+        })
+    }
+
+    async fn due_for_retention(
+        &mut self,
+        cutoff: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<Lead>, StoreError> {
+        // The partial index leads_retention_idx serves exactly this predicate; rows another
+        // transaction holds are skipped, never waited for.
+        let rows = sqlx::query(&format!(
+            "select {LEAD_COLUMNS} from {LEAD_FROM} \
+              where l.status in ('LOST', 'EXPIRED', 'DELETED') and l.erased_at is null \
+                and l.updated_at <= $1 \
+              order by l.updated_at, l.id limit $2 \
+              for no key update of l skip locked"
+        ))
+        .bind(cutoff)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(store_error("read leads due for retention"))?;
+        lead_rows(&rows)
+    }
+
+    async fn erase_mail_bodies(
+        &mut self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<u32, StoreError> {
+        let done = sqlx::query(
+            "with due as ( \
+                select id from mail_outbox \
+                 where status <> 'QUEUED' and body_erased_at is null and updated_at <= $1 \
+                 order by updated_at, id limit $3 \
+                 for update skip locked) \
+             update mail_outbox m set html = '', text = '', body_erased_at = $2 \
+               from due where m.id = due.id",
+        )
+        .bind(cutoff)
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error("erase old mail bodies"))?;
+        Ok(u32::try_from(done.rows_affected()).unwrap_or(u32::MAX))
+    }
+
+    async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into audit_log \
+               (id, at, actor, action, lead_id, territory_id, reason, leads_erased, \
+                mail_bodies_erased) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(entry.id)
+        .bind(entry.at)
+        .bind(entry.actor.as_str().to_owned())
+        .bind(entry.action.as_str())
+        .bind(entry.lead_id)
+        .bind(entry.territory.map(TerritoryId::as_str))
+        .bind(entry.reason.map(|r| r.as_str()))
+        .bind(i32::try_from(entry.leads_erased).unwrap_or(i32::MAX))
+        .bind(i32::try_from(entry.mail_bodies_erased).unwrap_or(i32::MAX))
+        .execute(&mut *self.tx)
+        .await
+        .map_err(store_error("write the audit log"))?;
+        Ok(())
+    }
+
+    async fn list_audit(&mut self, page: u32, size: u32) -> Result<Page<AuditEntry>, StoreError> {
+        let items = sqlx::query(
+            "select id, at, actor, action, lead_id, territory_id, reason, leads_erased, \
+                    mail_bodies_erased \
+               from audit_log order by at desc, id desc limit $1 offset $2",
+        )
+        .bind(i64::from(size))
+        .bind(i64::from(page) * i64::from(size))
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(store_error("read the audit log"))?
+        .iter()
+        .map(rows::audit_entry)
+        .collect::<Result<_, _>>()?;
+        let total: i64 = sqlx::query_scalar("select count(*) from audit_log")
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(store_error("count the audit log"))?;
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
     }
 
     async fn commit(self) -> Result<(), StoreError> {

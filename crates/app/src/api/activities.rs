@@ -5,41 +5,19 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use freshplan_api::activities as api;
-use freshplan_leads::activity::Activity;
 
 use crate::AppState;
+use crate::api::common;
 use crate::auth::Caller;
-use crate::http::{self, Wire, lead_etag, parse_json, require_json, wire_enum};
+use crate::http::{self, Wire, lead_etag, parse_json, require_json};
 use crate::problem::Problem;
 
 type Result<T> = std::result::Result<T, Problem>;
-
-wire_enum!(freshplan_leads::activity::ActivityType => api::ActivityType {
-    Email, EmailReceived, Call, Meeting, SampleSent, SampleFeedback, Order, Note, Created,
-    Updated, StatusChanged, OwnerChanged, ClockStopped, ClockResumed, FollowupSent,
-    FollowupSkipped, ReminderSent, GracePeriodStarted, Expired, Reactivated, Deleted,
-    Unsubscribed
-});
 
 /// Registers the timeline routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/leads/{id}/activities", web::get().to(list_activities))
         .route("/api/leads/{id}/activities", web::post().to(log_activity));
-}
-
-/// The API form of an activity.
-pub fn to_api(a: &Activity) -> api::Activity {
-    api::Activity {
-        id: a.id,
-        lead_id: a.lead_id,
-        activity_type: a.activity_type.wire(),
-        occurred_at: a.occurred_at,
-        description: a.description.clone(),
-        user_id: a.user_id.as_str().to_owned(),
-        meaningful_contact: a.meaningful_contact,
-        metadata: a.metadata.clone(),
-        created_at: a.created_at,
-    }
 }
 
 /// `GET /api/leads/{id}/activities`
@@ -62,7 +40,7 @@ pub async fn list_activities(
     let (page, size) = http::paging(req.query_string())?;
     let p = state.leads.activities(&caller.0, id, page, size).await?;
     Ok(HttpResponse::Ok().json(api::ActivityPage {
-        data: p.items.iter().map(to_api).collect(),
+        data: p.items.iter().map(common::activity).collect(),
         page,
         size,
         total: p.total,
@@ -110,5 +88,5 @@ pub async fn log_activity(
     let (activity, lead) = state.leads.log_activity(&caller.0, id, cmd).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::ETAG, lead_etag(lead.id, lead.version)))
-        .json(to_api(&activity)))
+        .json(common::activity(&activity)))
 }

@@ -3,6 +3,10 @@
 
 use actix_web::http::StatusCode;
 
+use freshplan_api::activities as api;
+use freshplan_leads::activity::Activity;
+
+use crate::http::{Wire, wire_enum};
 use crate::problem::Problem;
 
 /// The result of a handler.
@@ -41,6 +45,33 @@ pub(crate) fn not_configured() -> Problem {
         "followups-not-configured",
         "Follow-up mail is not configured on this service (FRESHPLAN_UNSUBSCRIBE_SECRET).",
     )
+}
+
+wire_enum!(freshplan_leads::activity::ActivityType => api::ActivityType {
+    Email, EmailReceived, Call, Meeting, SampleSent, SampleFeedback, Order, Note, Created,
+    Updated, StatusChanged, OwnerChanged, ClockStopped, ClockResumed, FollowupSent,
+    FollowupSkipped, ReminderSent, GracePeriodStarted, Expired, Reactivated, Deleted,
+    Unsubscribed, Erased
+});
+
+wire_enum!(freshplan_leads::personal::ErasureReason => freshplan_api::privacy::ErasureReason {
+    DataSubjectRequest, ConsentWithdrawn, Objection, NoLongerNeeded, UnlawfulProcessing,
+    LegalObligation, Retention
+});
+
+/// The API form of an activity.
+pub(crate) fn activity(a: &Activity) -> api::Activity {
+    api::Activity {
+        id: a.id,
+        lead_id: a.lead_id,
+        activity_type: a.activity_type.wire(),
+        occurred_at: a.occurred_at,
+        description: a.description.clone(),
+        user_id: a.user_id.as_str().to_owned(),
+        meaningful_contact: a.meaningful_contact,
+        metadata: a.metadata.clone(),
+        created_at: a.created_at,
+    }
 }
 
 #[cfg(test)]

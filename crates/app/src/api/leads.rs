@@ -1,5 +1,5 @@
-//! Leads (SPEC §4, §9): list, create, read, merge-patch, soft-delete, reassign, stop and resume
-//! the protection clock. Bodies are `freshplan_api::leads`; this module converts them to and
+//! Leads (SPEC §4, §9, §13): list, create, read, merge-patch, soft-delete, reassign, stop and
+//! resume the protection clock, export and erase the person's data. Bodies are `freshplan_api::leads`; this module converts them to and
 //! from the domain.
 
 use std::collections::BTreeSet;
@@ -8,16 +8,19 @@ use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use freshplan_api::leads as api;
+use freshplan_api::privacy;
 use freshplan_api::territories::TerritoryRef;
 use freshplan_kernel::UserId;
 use freshplan_leads::lead::limits;
 use freshplan_leads::model::{CompanyName, Email, FieldError, Volume, bounded_text};
+use freshplan_leads::personal::MailRecord;
 use freshplan_leads::protection::ProtectionPolicy;
 use freshplan_leads::service::CreateLead;
 use freshplan_leads::{Lead, LeadData, LeadPatch};
 use freshplan_territory::Territory;
 
 use crate::AppState;
+use crate::api::common;
 use crate::auth::Caller;
 use crate::http::{self, Wire, lead_etag, parse_json, require_json, wire_enum};
 use crate::problem::Problem;
@@ -27,6 +30,7 @@ type Result<T> = std::result::Result<T, Problem>;
 wire_enum!(freshplan_leads::model::BusinessType => api::BusinessType { Restaurant, Hotel, Canteen, Catering, Other });
 wire_enum!(freshplan_leads::model::KitchenSize => api::KitchenSize { Small, Medium, Large });
 wire_enum!(freshplan_leads::model::LeadSource => api::LeadSource { Web, Email, Phone, Event, Partner, Import });
+wire_enum!(freshplan_leads::personal::ConsentSource => api::ConsentSource { Api, Unsubscribe, Import, Erasure });
 wire_enum!(freshplan_leads::status::LeadStatus => api::LeadStatus {
     Registered, Active, Reminder, GracePeriod, Qualified, Converted, Lost, Expired, Deleted
 });
@@ -40,7 +44,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/leads/{id}", web::delete().to(delete_lead))
         .route("/api/leads/{id}/owner", web::put().to(reassign))
         .route("/api/leads/{id}/clock/stop", web::post().to(stop_clock))
-        .route("/api/leads/{id}/clock/resume", web::post().to(resume_clock));
+        .route("/api/leads/{id}/clock/resume", web::post().to(resume_clock))
+        .route(
+            "/api/leads/{id}/personal-data",
+            web::get().to(personal_data),
+        )
+        .route("/api/leads/{id}/erasure", web::post().to(erase));
 }
 
 /// The API form of a lead (SPEC §4.1).
@@ -84,6 +93,8 @@ pub fn to_api(lead: &Lead, policy: &ProtectionPolicy) -> api::Lead {
         source_campaign: d.source_campaign.clone(),
         email_consent: d.email_consent,
         email_consent_at: lead.email_consent_at,
+        email_consent_source: lead.email_consent_source.map(Wire::wire),
+        erased_at: lead.erased_at,
         status: lead.status.wire(),
         owner_user_id: lead.owner.as_ref().map(|u| u.as_str().to_owned()),
         collaborator_user_ids: lead
@@ -637,5 +648,126 @@ pub async fn resume_clock(
         .leads
         .resume_clock(&caller.0, id, http::optional_if_match(&req, id)?)
         .await?;
+    Ok(lead_response(StatusCode::OK, &state, &lead))
+}
+
+/// The API form of a stored mail in the export.
+fn export_mail(m: &MailRecord, territory: &str) -> freshplan_api::mails::Mail {
+    use freshplan_api::followups::Stage;
+    use freshplan_api::mails::MailStatus;
+    freshplan_api::mails::Mail {
+        id: m.id,
+        lead_id: m.lead_id,
+        territory: territory.to_owned(),
+        stage: if m.stage == "T3" {
+            Stage::T3
+        } else {
+            Stage::T7
+        },
+        recipient: m.recipient.clone(),
+        subject: m.subject.clone(),
+        status: match m.status.as_str() {
+            "QUEUED" => MailStatus::Queued,
+            "SENT" => MailStatus::Sent,
+            _ => MailStatus::Dead,
+        },
+        attempts: m.attempts,
+        next_attempt_at: m.next_attempt_at,
+        last_error: m.last_error.clone(),
+        created_at: m.created_at,
+        sent_at: m.sent_at,
+        html: m.html.clone(),
+        text: m.text.clone(),
+        unsubscribe_url: m.unsubscribe_url.clone(),
+    }
+}
+
+/// `GET /api/leads/{id}/personal-data`
+#[utoipa::path(get, path = "/api/leads/{id}/personal-data", operation_id = "export_personal_data", tag = "privacy", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Everything stored about the lead's person (DSGVO Art. 15, 20), also for deleted and erased leads; the export is recorded in the audit log. Served with `Cache-Control: no-store`.", body = privacy::PersonalDataExport),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound)))]
+pub async fn personal_data(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
+    let id = http::path_id(&id)?;
+    let export = state.leads.personal_data(&caller.0, id).await?;
+    let territory = export.lead.territory.as_str();
+    let events = export
+        .records
+        .events
+        .iter()
+        .map(|e| serde_json::from_value(e.clone()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Problem::internal(&e))?;
+    let body = privacy::PersonalDataExport {
+        exported_at: export.exported_at,
+        lead: to_api(&export.lead, state.leads.policy()),
+        activities: export
+            .records
+            .activities
+            .iter()
+            .map(common::activity)
+            .collect(),
+        consent_history: export
+            .records
+            .consent
+            .iter()
+            .map(|c| privacy::ConsentChange {
+                consent: c.consent,
+                source: c.source.wire(),
+                changed_at: c.changed_at,
+                changed_by: c.changed_by.as_str().to_owned(),
+            })
+            .collect(),
+        mails: export
+            .records
+            .mails
+            .iter()
+            .map(|m| export_mail(m, territory))
+            .collect(),
+        events,
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(body))
+}
+
+/// `POST /api/leads/{id}/erasure`
+#[utoipa::path(post, path = "/api/leads/{id}/erasure", operation_id = "erase_lead", tag = "privacy", security(("bearer" = [])),
+    params(("id" = Uuid, Path), ("If-Match" = String, Header, pattern = r#"^[ \t]*(\*|(W/)?"[!#-~]*"([ \t]*,[ \t]*(W/)?"[!#-~]*")*)?[ \t]*$"#, description = "The lead's ETag (or `*`); missing or empty is 428, stale is 412 — except for an erased lead, which answers 200 unchanged (idempotent)")),
+    request_body(content = privacy::ErasureRequest),
+    responses(
+        (status = 200, description = "The erased lead (personal fields null, `erasedAt` set) and its ETag. In one transaction: timeline texts redacted, mails withdrawn and stripped, outbox event data redacted, idempotency replays purged, duplicate keys released, `ERASED` entry, `lead.erased.v1` event, audit-log entry. Idempotent.", body = api::Lead, headers(("ETag" = String))),
+        (status = 400, response = crate::openapi::BadRequest),
+        (status = 401, response = crate::openapi::Unauthorized),
+        (status = 403, response = crate::openapi::Forbidden),
+        (status = 404, response = crate::openapi::NotFound),
+        (status = 409, description = "Another transaction holds the lead (a follow-up run is processing it): retry shortly; nothing was changed", body = Problem),
+        (status = 412, response = crate::openapi::PreconditionFailed),
+        (status = 413, response = crate::openapi::TooLarge),
+        (status = 415, response = crate::openapi::UnsupportedMediaType),
+        (status = 422, response = crate::openapi::Unprocessable),
+        (status = 428, response = crate::openapi::PreconditionRequired)))]
+pub async fn erase(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = http::read_body(&req, payload).await?;
+    let id = http::path_id(&id)?;
+    require_json(&req, false)?;
+    let request: privacy::ErasureRequest = parse_json(&body)?;
+    let expected = http::required_if_match(&req, id)?;
+    let reason = privacy::ErasureReason::from(request.reason).wire();
+    let lead = state.leads.erase(&caller.0, id, expected, reason).await?;
     Ok(lead_response(StatusCode::OK, &state, &lead))
 }

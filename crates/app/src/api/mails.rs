@@ -212,7 +212,7 @@ pub async fn get(
     responses(
         (status = 200, description = "The mail, QUEUED again with its attempts reset and due now", body = Mail),
         (status = 400, response = crate::openapi::BadRequest), (status = 401, response = crate::openapi::Unauthorized), (status = 403, response = crate::openapi::Forbidden), (status = 404, response = crate::openapi::NotFound),
-        (status = 409, description = "The mail is not DEAD, or its lead has withdrawn consent (`no-consent`)", body = Problem)))]
+        (status = 409, description = "The mail is not DEAD, its lead has withdrawn consent (`no-consent`), or retention removed its bodies", body = Problem)))]
 pub async fn requeue(
     state: web::Data<AppState>,
     caller: Caller,
@@ -255,8 +255,13 @@ pub async fn requeue(
         .await
         .map_err(internal)?
     {
-        // Changed between the read and the update (another admin requeued it).
-        return Err(not_dead(Delivery::Queued));
+        // Its bodies were removed by retention (SPEC §13), or it changed between the read and
+        // the update (another admin requeued it).
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "mail-not-requeueable",
+            "The mail is no longer DEAD, or its bodies were removed by retention.",
+        ));
     }
     state.followups.wake_dispatcher();
     let requeued = outbox

@@ -6,6 +6,7 @@
 //! `crate::events`) never imports them (`xtask` tidy checks both rules).
 
 pub mod activities;
+pub mod audit;
 pub(crate) mod common;
 pub mod dashboard;
 pub mod events;
@@ -22,6 +23,7 @@ use actix_web::web;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(territories::configure)
         .configure(leads::configure)
+        .configure(audit::configure)
         .configure(activities::configure)
         .configure(meta::configure)
         .configure(events::configure)
