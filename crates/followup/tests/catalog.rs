@@ -19,6 +19,7 @@ use freshplan_kernel::testing::SequentialIds;
 use freshplan_kernel::{Actor, CloudEvent, FixedClock, Role, TerritoryId, UserId};
 use freshplan_leads::activity::ActivityType;
 use freshplan_leads::events::LEAD_EVENT_TYPES;
+use freshplan_leads::personal::ErasureReason;
 use freshplan_leads::memory::{InMemoryLeadStore, block_on};
 use freshplan_leads::model::{BusinessType, CompanyName};
 use freshplan_leads::protection::ProtectionPolicy;
@@ -173,6 +174,9 @@ fn lead_events() -> Vec<CloudEvent> {
     block_on(svc.sweep(10)).unwrap();
     clock.set(T0 + Duration::days(70));
     block_on(svc.sweep(10)).unwrap();
+    // erased (SPEC §13)
+    let admin = Actor::new(u("admin"), [Role::Admin], []);
+    block_on(svc.erase(&admin, b.id, None, ErasureReason::DataSubjectRequest)).unwrap();
     store.events()
 }
 

@@ -13,6 +13,7 @@ mod followup;
 mod followup_cockpit;
 mod helpers;
 mod list;
+mod personal_data;
 mod rls;
 mod schema;
 mod service;
