@@ -408,8 +408,7 @@ impl LeadTx for InMemoryTx {
             .iter_mut()
             .filter(|a| a.lead_id == lead_id)
         {
-            if personal::activity_is_personal(a.activity_type) {
-                personal::redact_activity(a);
+            if personal::redact_activity(a) {
                 counts.activities += 1;
             }
         }

@@ -8,9 +8,10 @@
 //!   What statistics need stays: status, territory, country, dates, business type, kitchen size,
 //!   employee count, estimated volume, industry, source and campaign, owner and collaborators
 //!   (the sales reps' ids are employee data, not the prospect's).
-//! * **Timeline**: the free text of the entries users log (all eight user types) and of
-//!   `CLOCK_STOPPED` (the reason, in the description and the metadata) — [`activity_is_personal`].
-//!   System entries hold statuses, user ids and times only.
+//! * **Timeline**: the free text of the entries users log (all eight user types), of
+//!   `CLOCK_STOPPED` (the reason, in the description and the metadata) and of `FOLLOWUP_SENT`
+//!   (its description names the recipient) — [`description_is_personal`],
+//!   [`metadata_is_personal`]. Other system entries hold statuses, user ids and times only.
 //! * **Mails**: recipient, subject, bodies, unsubscribe link and the last SMTP error (which may
 //!   quote the address) of every stored mail.
 //! * **Events**: the data fields named in [`PERSONAL_EVENT_DATA`] (`lead.created.v1` carries the
@@ -133,27 +134,47 @@ impl PersonalField {
     }
 }
 
-/// Whether a timeline entry of this type carries free text about the person: what users log
-/// (the description) and `CLOCK_STOPPED` (the reason, in the description and the metadata).
-pub fn activity_is_personal(t: ActivityType) -> bool {
-    t.is_user_loggable() || t == ActivityType::ClockStopped
+/// Whether the description of a timeline entry of this type may hold personal data: what users
+/// log, `CLOCK_STOPPED` (the reason) and `FOLLOWUP_SENT` (it names the recipient address).
+pub fn description_is_personal(t: ActivityType) -> bool {
+    t.is_user_loggable() || matches!(t, ActivityType::ClockStopped | ActivityType::FollowupSent)
 }
 
-/// Every activity type whose entries erasure redacts ([`activity_is_personal`]).
-pub fn personal_activity_types() -> Vec<ActivityType> {
+/// Whether the metadata of a timeline entry of this type may hold personal data:
+/// `CLOCK_STOPPED` (the reason). Other metadata holds statuses, ids and times only.
+pub fn metadata_is_personal(t: ActivityType) -> bool {
+    t == ActivityType::ClockStopped
+}
+
+/// The activity types whose description erasure removes ([`description_is_personal`]).
+pub fn personal_description_types() -> Vec<ActivityType> {
     ActivityType::ALL
         .into_iter()
-        .filter(|t| activity_is_personal(*t))
+        .filter(|t| description_is_personal(*t))
         .collect()
 }
 
-/// Redacts an entry in place: no description, empty metadata (stores that keep activities in
-/// another form do the same in their own terms).
-pub fn redact_activity(a: &mut Activity) {
-    if activity_is_personal(a.activity_type) {
+/// The activity types whose metadata erasure empties ([`metadata_is_personal`]).
+pub fn personal_metadata_types() -> Vec<ActivityType> {
+    ActivityType::ALL
+        .into_iter()
+        .filter(|t| metadata_is_personal(*t))
+        .collect()
+}
+
+/// Redacts an entry in place; whether it held anything to redact (stores that keep activities
+/// in another form do the same in their own terms).
+pub fn redact_activity(a: &mut Activity) -> bool {
+    let mut changed = false;
+    if description_is_personal(a.activity_type) && a.description.is_some() {
         a.description = None;
-        a.metadata = serde_json::json!({});
+        changed = true;
     }
+    if metadata_is_personal(a.activity_type) && a.metadata != serde_json::json!({}) {
+        a.metadata = serde_json::json!({});
+        changed = true;
+    }
+    changed
 }
 
 /// The `data` fields of stored events that carry personal data, by event type.
@@ -388,12 +409,14 @@ mod tests {
     }
 
     #[test]
-    fn user_entries_and_clock_reasons_are_personal_system_entries_are_not() {
-        assert!(activity_is_personal(ActivityType::Note));
-        assert!(activity_is_personal(ActivityType::Call));
-        assert!(activity_is_personal(ActivityType::ClockStopped));
-        assert!(!activity_is_personal(ActivityType::StatusChanged));
-        assert!(!activity_is_personal(ActivityType::Erased));
-        assert_eq!(personal_activity_types().len(), 9);
+    fn user_entries_clock_reasons_and_mail_recipients_are_personal_statuses_are_not() {
+        assert!(description_is_personal(ActivityType::Note));
+        assert!(description_is_personal(ActivityType::Call));
+        assert!(description_is_personal(ActivityType::ClockStopped));
+        assert!(description_is_personal(ActivityType::FollowupSent));
+        assert!(!description_is_personal(ActivityType::StatusChanged));
+        assert!(!description_is_personal(ActivityType::Erased));
+        assert_eq!(personal_description_types().len(), 10);
+        assert_eq!(personal_metadata_types(), [ActivityType::ClockStopped]);
     }
 }

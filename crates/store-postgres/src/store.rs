@@ -849,17 +849,20 @@ impl LeadTx for PgLeadTx {
         lead_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<ErasureCounts, StoreError> {
-        let personal_types: Vec<&str> = personal::personal_activity_types()
-            .into_iter()
-            .map(ActivityType::as_str)
-            .collect();
+        let names = |types: Vec<ActivityType>| -> Vec<&'static str> {
+            types.into_iter().map(ActivityType::as_str).collect()
+        };
         let activities = sqlx::query(
-            "update activities set description = null, metadata = '{}' \
-              where lead_id = $1 and type = any($2) \
-                and (description is not null or metadata <> '{}')",
+            "update activities \
+                set description = case when type = any($2) then null else description end, \
+                    metadata = case when type = any($3) then '{}' else metadata end \
+              where lead_id = $1 \
+                and ((type = any($2) and description is not null) \
+                     or (type = any($3) and metadata <> '{}'))",
         )
         .bind(lead_id)
-        .bind(personal_types)
+        .bind(names(personal::personal_description_types()))
+        .bind(names(personal::personal_metadata_types()))
         .execute(&mut *self.tx)
         .await
         .map_err(store_error("redact the timeline"))?

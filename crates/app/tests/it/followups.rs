@@ -78,7 +78,7 @@ fn business_clock() -> Arc<dyn Clock> {
 }
 
 /// Runs the app's follow-up side on [`business_clock`].
-fn at_business_hours(c: &mut Config) {
+pub(crate) fn at_business_hours(c: &mut Config) {
     c.followup_clock = FollowUpClock::new(business_clock());
 }
 
@@ -89,7 +89,7 @@ fn followup_now() -> OffsetDateTime {
 
 /// A registration whose T+3 is due (and inside business hours on the follow-up clock), while
 /// T+7 is not due yet: 7 days minus 10 minutes before the follow-up clock's now.
-fn t3_due_registration() -> OffsetDateTime {
+pub(crate) fn t3_due_registration() -> OffsetDateTime {
     let now = followup_now();
     let registered = now - time::Duration::days(7) + time::Duration::minutes(10);
     assert!(freshplan_followup::send_at(TerritoryId::De, registered, Stage::T3) <= now);
@@ -148,11 +148,11 @@ async fn run(app: &TestApp, tok: &str) -> Response {
 }
 
 /// A run as the admin, through the client.
-async fn run_ok(app: &TestApp) -> RunReport {
+pub(crate) async fn run_ok(app: &TestApp) -> RunReport {
     app.api(&admin()).followups().run().await.unwrap()
 }
 
-fn counts(report: &RunReport) -> (u32, u32, u32) {
+pub(crate) fn counts(report: &RunReport) -> (u32, u32, u32) {
     (report.t3_count, report.t7_count, report.skipped_count)
 }
 
@@ -703,7 +703,7 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
 // ---------------------------------------------------------------------------------------------
 
 /// Waits until the sink holds `n` messages.
-async fn received(sink: &Sink, n: usize) -> Vec<freshplan_mail_smtp::testing::Received> {
+pub(crate) async fn received(sink: &Sink, n: usize) -> Vec<freshplan_mail_smtp::testing::Received> {
     let started = Instant::now();
     loop {
         let got = sink.received();

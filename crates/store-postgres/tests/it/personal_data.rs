@@ -77,13 +77,11 @@ async fn erased(db: &Db, id: Uuid) -> bool {
 }
 
 async fn body(db: &Db, id: Uuid) -> (String, bool) {
-    sqlx::query_as(
-        "select html || text, body_erased_at is not null from mail_outbox where id = $1",
-    )
-    .bind(id)
-    .fetch_one(&db.su)
-    .await
-    .unwrap()
+    sqlx::query_as("select html || text, body_erased_at is not null from mail_outbox where id = $1")
+        .bind(id)
+        .fetch_one(&db.su)
+        .await
+        .unwrap()
 }
 
 #[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
@@ -128,7 +126,10 @@ async fn retention_erases_exactly_what_is_past_its_period(
     assert_eq!(body(&db, sent_old).await, (String::new(), true));
     assert_eq!(body(&db, dead_old).await, (String::new(), true));
     assert_eq!(body(&db, sent_new).await, ("<p>Body</p>Body".into(), false));
-    assert_eq!(body(&db, queued_old).await, ("<p>Body</p>Body".into(), false));
+    assert_eq!(
+        body(&db, queued_old).await,
+        ("<p>Body</p>Body".into(), false)
+    );
 
     // 730 days after their last change: the LOST and the DELETED lead, in batches of one.
     clock.set(NOW + Duration::days(730) - Duration::seconds(1));
