@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/api/audit": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/audit` */
+        get: operations["list_audit"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/dashboard/followup": {
         parameters: {
             query?: never;
@@ -195,6 +212,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/leads/{id}/erasure": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** `POST /api/leads/{id}/erasure` */
+        post: operations["erase_lead"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/leads/{id}/owner": {
         parameters: {
             query?: never;
@@ -205,6 +239,23 @@ export interface paths {
         get?: never;
         /** `PUT /api/leads/{id}/owner` */
         put: operations["reassign"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/leads/{id}/personal-data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/leads/{id}/personal-data` */
+        get: operations["export_personal_data"];
+        put?: never;
         post?: never;
         delete?: never;
         options?: never;
@@ -483,7 +534,72 @@ export interface components {
          * @description What happened; the types after `NOTE` are written by the system only.
          * @enum {string}
          */
-        ActivityType: "EMAIL" | "EMAIL_RECEIVED" | "CALL" | "MEETING" | "SAMPLE_SENT" | "SAMPLE_FEEDBACK" | "ORDER" | "NOTE" | "CREATED" | "UPDATED" | "STATUS_CHANGED" | "OWNER_CHANGED" | "CLOCK_STOPPED" | "CLOCK_RESUMED" | "FOLLOWUP_SENT" | "FOLLOWUP_SKIPPED" | "REMINDER_SENT" | "GRACE_PERIOD_STARTED" | "EXPIRED" | "REACTIVATED" | "DELETED" | "UNSUBSCRIBED";
+        ActivityType: "EMAIL" | "EMAIL_RECEIVED" | "CALL" | "MEETING" | "SAMPLE_SENT" | "SAMPLE_FEEDBACK" | "ORDER" | "NOTE" | "CREATED" | "UPDATED" | "STATUS_CHANGED" | "OWNER_CHANGED" | "CLOCK_STOPPED" | "CLOCK_RESUMED" | "FOLLOWUP_SENT" | "FOLLOWUP_SKIPPED" | "REMINDER_SENT" | "GRACE_PERIOD_STARTED" | "EXPIRED" | "REACTIVATED" | "DELETED" | "UNSUBSCRIBED" | "ERASED";
+        /**
+         * @description What an audit-log entry records.
+         * @enum {string}
+         */
+        AuditAction: "PERSONAL_DATA_EXPORTED" | "LEAD_ERASED" | "RETENTION_RUN";
+        /** @description One entry of the audit log: who processed whose data when and why — never the data. */
+        AuditEntry: {
+            /** @description What. */
+            action: components["schemas"]["AuditAction"];
+            /** @description Who: a user id, or `system` (retention). */
+            actor: string;
+            /**
+             * Format: date-time
+             * @description When.
+             */
+            at: string;
+            /**
+             * Format: uuid
+             * @description The entry id.
+             */
+            id: string;
+            /**
+             * Format: uuid
+             * @description Which lead (exports and erasures).
+             */
+            leadId: string | null;
+            /**
+             * Format: int32
+             * @description Leads erased (an erasure: 1; a retention batch: its count).
+             */
+            leadsErased: number;
+            /**
+             * Format: int32
+             * @description Mail bodies removed by retention.
+             */
+            mailBodiesErased: number;
+            reason: null | components["schemas"]["ErasureReason"];
+            /** @description The lead's territory. */
+            territory: string | null;
+        };
+        /** @description `GET /api/audit`: newest first. */
+        AuditPage: {
+            /** @description The items of this page. */
+            data: components["schemas"]["AuditEntry"][];
+            /**
+             * Format: int32
+             * @description 0-based page number.
+             */
+            page: number;
+            /**
+             * Format: int32
+             * @description Page size.
+             */
+            size: number;
+            /**
+             * Format: int64
+             * @description Matching items on all pages.
+             */
+            total: number;
+            /**
+             * Format: int64
+             * @description Number of pages.
+             */
+            totalPages: number;
+        };
         /**
          * @description The kind of food-service business.
          * @enum {string}
@@ -529,11 +645,47 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
+        /** @description One change of the email consent (the consent ledger). */
+        ConsentChange: {
+            /**
+             * Format: date-time
+             * @description When.
+             */
+            changedAt: string;
+            /** @description Who: a user id, or `system` (the unsubscribe link, retention). */
+            changedBy: string;
+            /** @description The consent after the change. */
+            consent: boolean;
+            /** @description Where it came from. */
+            source: components["schemas"]["ConsentSource"];
+        };
+        /**
+         * @description Where a change of the email consent came from.
+         * @enum {string}
+         */
+        ConsentSource: "API" | "UNSUBSCRIBE" | "IMPORT" | "ERASURE";
         /**
          * @description Which duplicate rule a lead matched (SPEC §4.2).
          * @enum {string}
          */
         DuplicateOn: "EMAIL" | "COMPANY";
+        /**
+         * @description Why data was erased, as the audit log and `lead.erased.v1` state it: a request's reason, or
+         *     `RETENTION` (the sweep).
+         * @enum {string}
+         */
+        ErasureReason: "DATA_SUBJECT_REQUEST" | "CONSENT_WITHDRAWN" | "OBJECTION" | "NO_LONGER_NEEDED" | "UNLAWFUL_PROCESSING" | "LEGAL_OBLIGATION" | "RETENTION";
+        /** @description `POST /api/leads/{id}/erasure`. Unknown fields are 400. */
+        ErasureRequest: {
+            /** @description The legal ground. */
+            reason: components["schemas"]["ErasureRequestReason"];
+        };
+        /**
+         * @description Why a person's data is erased: the grounds of DSGVO Art. 17(1). A closed set, so that the
+         *     audit log never holds free text about the person.
+         * @enum {string}
+         */
+        ErasureRequestReason: "DATA_SUBJECT_REQUEST" | "CONSENT_WITHDRAWN" | "OBJECTION" | "NO_LONGER_NEEDED" | "UNLAWFUL_PROCESSING" | "LEGAL_OBLIGATION";
         /** @description `GET /api/events`. */
         EventPage: {
             /** @description Up to `limit` events, in commit order. */
@@ -650,11 +802,18 @@ export interface components {
              * @description When consent was given (set by the server).
              */
             emailConsentAt: string | null;
+            emailConsentSource: null | components["schemas"]["ConsentSource"];
             /**
              * Format: int64
              * @description Employees.
              */
             employeeCount: number | null;
+            /**
+             * Format: date-time
+             * @description When the person's data was erased (`POST /api/leads/{id}/erasure`); an erased lead
+             *     keeps only what statistics need and no longer changes.
+             */
+            erasedAt: string | null;
             /**
              * Format: double
              * @description Estimated volume, a decimal with at most 2 places.
@@ -979,6 +1138,30 @@ export interface components {
             ownerUserId: string;
         };
         /**
+         * @description Everything stored about a lead's person (DSGVO Art. 15, 20), in one machine-readable
+         *     document.
+         */
+        PersonalDataExport: {
+            /** @description The whole timeline, oldest first. */
+            activities: components["schemas"]["Activity"][];
+            /** @description Every change of the email consent, oldest first. */
+            consentHistory: components["schemas"]["ConsentChange"][];
+            /** @description The events of the retained outbox whose data carries the person's data, oldest first. */
+            events: components["schemas"]["CloudEvent"][];
+            /**
+             * Format: date-time
+             * @description When this export was made.
+             */
+            exportedAt: string;
+            /** @description The lead's fields. */
+            lead: components["schemas"]["Lead"];
+            /**
+             * @description Every mail to the lead (recipient, subject, bodies, delivery state and attempts), oldest
+             *     first.
+             */
+            mails: components["schemas"]["Mail"][];
+        };
+        /**
          * @description An RFC 9457 problem. 422 carries `errors` (one per refused field); 409 for a duplicate
          *     carries `existingLeadId` when the caller may read the other lead; 503 of `/health/ready`
          *     carries `database` and `eventListener`.
@@ -1300,6 +1483,34 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_audit: {
+        parameters: {
+            query?: {
+                /** @description 0-based page */
+                page?: number;
+                /** @description Page size (default 20) */
+                size?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Exports, erasures and retention runs, newest first, without personal data */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+        };
+    };
     get_followup_figures: {
         parameters: {
             query?: {
@@ -1360,7 +1571,7 @@ export interface operations {
                 /** @description Events per page (default 100) */
                 limit?: number;
                 /** @description Only events of this catalog type, e.g. `lead.created.v1` */
-                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
+                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.erased.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
             };
             header?: never;
             path?: never;
@@ -1388,7 +1599,7 @@ export interface operations {
                 /** @description Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only */
                 after?: string;
                 /** @description Only events of this catalog type */
-                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
+                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.erased.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
             };
             header?: {
                 /** @description Resume after this cursor (sent by EventSource on reconnect); wins over `after` */
@@ -1811,6 +2022,54 @@ export interface operations {
             422: components["responses"]["Unprocessable"];
         };
     };
+    erase_lead: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description The lead's ETag (or `*`); missing or empty is 428, stale is 412 — except for an erased lead, which answers 200 unchanged (idempotent) */
+                "If-Match": string;
+            };
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ErasureRequest"];
+            };
+        };
+        responses: {
+            /** @description The erased lead (personal fields null, `erasedAt` set) and its ETag. In one transaction: timeline texts redacted, mails withdrawn and stripped, outbox event data redacted, idempotency replays purged, duplicate keys released, `ERASED` entry, `lead.erased.v1` event, audit-log entry. Idempotent. */
+            200: {
+                headers: {
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Lead"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            /** @description Another transaction holds the lead (a follow-up run is processing it): retry shortly; nothing was changed */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            412: components["responses"]["PreconditionFailed"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
+            428: components["responses"]["PreconditionRequired"];
+        };
+    };
     reassign: {
         parameters: {
             query?: never;
@@ -1848,6 +2107,32 @@ export interface operations {
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];
+        };
+    };
+    export_personal_data: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Everything stored about the lead's person (DSGVO Art. 15, 20), also for deleted and erased leads; the export is recorded in the audit log. Served with `Cache-Control: no-store`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PersonalDataExport"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
         };
     };
     list_mails: {
@@ -1932,7 +2217,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
-            /** @description The mail is not DEAD, or its lead has withdrawn consent (`no-consent`) */
+            /** @description The mail is not DEAD, its lead has withdrawn consent (`no-consent`), or retention removed its bodies */
             409: {
                 headers: {
                     [name: string]: unknown;
