@@ -446,10 +446,17 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /unsubscribe` */
+        /**
+         * `GET /unsubscribe`
+         * @description The page of the mail's unsubscribe link. It changes nothing (link scanners and prefetchers follow links): it verifies the token and shows a button whose form posts `List-Unsubscribe=One-Click` to the same URL (`POST /unsubscribe`).
+         */
         get: operations["unsubscribe"];
         put?: never;
-        post?: never;
+        /**
+         * `POST /unsubscribe`
+         * @description Unsubscribes (RFC 8058 one-click, and the button of `GET /unsubscribe`): withdraws the lead's email consent (`UNSUBSCRIBED` on its timeline) and its mails not sent yet. Idempotent: a repeated request answers the same page and changes nothing. The token in the URL decides; the body is never read.
+         */
+        post: operations["unsubscribeOneClick"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2407,7 +2414,57 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description A German confirmation page; repeated clicks answer the same and change nothing */
+            /** @description A German page asking to confirm, with a button (a form posting to `unsubscribe?token=…`, the same URL); nothing is changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": unknown;
+                };
+            };
+            /** @description Missing, malformed or forged token: an HTML page, or a problem when the client accepts only JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                    "text/html": string;
+                };
+            };
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    unsubscribeOneClick: {
+        parameters: {
+            query: {
+                /** @description The signed token of the mail's unsubscribe link */
+                token: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Optional and ignored: what RFC 8058 mail clients and the page's form send (`List-Unsubscribe=One-Click`). An empty body, another media type or any other content is accepted and ignored just the same. */
+        requestBody?: {
+            content: {
+                /**
+                 * @example {
+                 *       "List-Unsubscribe": "One-Click"
+                 *     }
+                 */
+                "application/x-www-form-urlencoded": Record<string, unknown>;
+                /**
+                 * @example {
+                 *       "List-Unsubscribe": "One-Click"
+                 *     }
+                 */
+                "multipart/form-data": Record<string, unknown>;
+            };
+        };
+        responses: {
+            /** @description A German confirmation page; repeated requests answer the same and change nothing */
             200: {
                 headers: {
                     [name: string]: unknown;

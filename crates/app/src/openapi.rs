@@ -95,6 +95,7 @@ problem_response! {
         api::mails::get,
         api::mails::requeue,
         api::unsubscribe::unsubscribe,
+        api::unsubscribe::unsubscribe_one_click,
         openapi,
         api::meta::live,
         api::meta::ready,
@@ -320,6 +321,30 @@ pub fn document() -> Value {
                             let only = only.clone();
                             param["schema"]["type"] = only;
                         }
+                    }
+                }
+            }
+        }
+    }
+    // An optional request body (utoipa's `Option<…>`) is absent when not sent, never JSON null.
+    if let Some(Value::Object(paths)) = doc.get_mut("paths") {
+        for operation in paths
+            .values_mut()
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+        {
+            if operation.pointer("/requestBody/required") == Some(&Value::Bool(true)) {
+                continue;
+            }
+            let Some(Value::Object(content)) = operation.pointer_mut("/requestBody/content") else {
+                continue;
+            };
+            for media in content.values_mut() {
+                if let Some(Value::Array(types)) = media.pointer_mut("/schema/type") {
+                    types.retain(|t| t != "null");
+                    if let [only] = types.as_slice() {
+                        let only = only.clone();
+                        media["schema"]["type"] = only;
                     }
                 }
             }

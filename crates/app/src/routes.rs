@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/mails/{id}"),
     ("post", "/api/mails/{id}/requeue"),
     ("get", "/unsubscribe"),
+    ("post", "/unsubscribe"),
     ("get", "/api/openapi.json"),
     ("get", "/health/live"),
     ("get", "/health/ready"),

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`outbox`] | [`PgMailOutbox`]: claim, record results, admin listing, requeue |
 //! | [`policy`] | [`RetryPolicy`]: exponential backoff, bounded attempts |
-//! | [`message`] | [`Sender`] and [`build_message`]: multipart text + HTML, `List-Unsubscribe`, deterministic `Message-ID` |
+//! | [`message`] | [`Sender`] and [`build_message`]: multipart text + HTML, `List-Unsubscribe` + `List-Unsubscribe-Post` (RFC 8058 one-click), deterministic `Message-ID` |
 //! | [`transport`] | [`MailTransport`], [`SmtpTransport`] (`smtp://host:port`, `smtps://…`, `?tls=required`) |
 //! | [`dispatcher`] | [`Dispatcher`]: the delivery loop |
 //!

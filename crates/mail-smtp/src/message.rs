@@ -30,7 +30,8 @@ impl Sender {
     }
 }
 
-/// `List-Unsubscribe` (RFC 2369): `<https://…/unsubscribe?token=…>`.
+/// `List-Unsubscribe` (RFC 2369): `<https://…/unsubscribe?token=…>`. Only `https` (never
+/// `mailto`), so that [`ListUnsubscribePost`] applies to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ListUnsubscribe(String);
 
@@ -45,6 +46,33 @@ impl Header for ListUnsubscribe {
 
     fn display(&self) -> HeaderValue {
         HeaderValue::new(Self::name(), format!("<{}>", self.0))
+    }
+}
+
+/// The value of [`ListUnsubscribePost`]: the only one RFC 8058 defines.
+pub const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058): tells the mailbox provider
+/// that a `POST` of that body to the `List-Unsubscribe` URL unsubscribes, without a page to
+/// click through — and that a `GET` of the URL (a link scanner's, a prefetcher's) does not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(s: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        if s.trim() == ONE_CLICK {
+            Ok(ListUnsubscribePost)
+        } else {
+            Err(format!("List-Unsubscribe-Post is not {ONE_CLICK:?}: {s:?}").into())
+        }
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), ONE_CLICK.to_owned())
     }
 }
 
@@ -74,7 +102,8 @@ pub enum BuildError {
 }
 
 /// The message of `mail`: `multipart/alternative` with the text and the HTML body, `From`,
-/// `To`, `Subject`, `Date` (`date`), a deterministic `Message-ID` and `List-Unsubscribe`.
+/// `To`, `Subject`, `Date` (`date`), a deterministic `Message-ID`, `List-Unsubscribe` and
+/// `List-Unsubscribe-Post` (RFC 8058 one-click).
 pub fn build_message(
     mail: &QueuedMail,
     sender: &Sender,
@@ -91,7 +120,8 @@ pub fn build_message(
         .to(to)
         .subject(mail.subject.clone())
         .date(date)
-        .header(ListUnsubscribe(mail.unsubscribe_url.clone()));
+        .header(ListUnsubscribe(mail.unsubscribe_url.clone()))
+        .header(ListUnsubscribePost);
     if let Some(reply_to) = &sender.reply_to {
         builder = builder.reply_to(reply_to.clone());
     }
@@ -140,6 +170,10 @@ mod tests {
             raw.contains("List-Unsubscribe: <https://crm.example/unsubscribe?token=abc.def>\r\n")
         );
         assert!(raw.contains("Reply-To: vertrieb@freshplan.example\r\n"));
+        // RFC 8058: both headers, in the message's header block (not in a part).
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        assert!(head.contains("\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+        assert!(head.contains("\r\nList-Unsubscribe: <"));
         assert!(raw.contains("multipart/alternative"));
         assert!(raw.contains("text/plain") && raw.contains("text/html"));
         let envelope = m.envelope();
@@ -148,6 +182,39 @@ mod tests {
             envelope.from().unwrap().to_string(),
             "noreply@freshplan.example"
         );
+    }
+
+    #[test]
+    fn a_long_unsubscribe_url_reads_back_whole_and_one_click_is_exact() {
+        let url = format!(
+            "https://crm.example/unsubscribe?token={}.{}",
+            "A".repeat(22),
+            "b".repeat(120)
+        );
+        let m = build_message(
+            &QueuedMail {
+                unsubscribe_url: url.clone(),
+                ..mail()
+            },
+            &sender(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .unwrap();
+        let raw = m.formatted();
+        let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
+        // Unfolded (RFC 5322 §2.2.3) and without the whitespace RFC 2369 lets a reader ignore
+        // inside the angle brackets, the header is the URL.
+        let unfold = |v: &str| v.split_whitespace().collect::<String>();
+        assert_eq!(
+            unfold(parsed.header_raw("List-Unsubscribe").unwrap()),
+            format!("<{url}>")
+        );
+        assert_eq!(
+            parsed.header_raw("List-Unsubscribe-Post").unwrap().trim(),
+            ONE_CLICK
+        );
+        assert!(ListUnsubscribePost::parse(ONE_CLICK).is_ok());
+        assert!(ListUnsubscribePost::parse("List-Unsubscribe=Maybe").is_err());
     }
 
     #[test]

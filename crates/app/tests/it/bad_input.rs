@@ -275,31 +275,36 @@ async fn nul_in_any_query_parameter_is_400() {
         assert_eq!(r.status(), 400, "{path}");
         problem(r, 400).await;
     }
-    // the unsubscribe link: a problem for a JSON client, the HTML page for a browser
+    // the unsubscribe link, its page (GET) and its one-click (POST): a problem for a JSON
+    // client, the HTML page for a browser
     let unsubscribe = format!("{}/unsubscribe?token=a%00b", app.base);
-    let r = app
-        .client
-        .get(&unsubscribe)
-        .header("Accept", "application/problem+json")
-        .send()
-        .await
-        .unwrap();
-    let p = problem(r, 400).await;
-    assert_eq!(p["errors"][0]["field"], "token");
-    let r = app
-        .client
-        .get(&unsubscribe)
-        .header("Accept", "text/html")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(
-        r.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
+    for method in [Method::GET, Method::POST] {
+        let r = app
+            .client
+            .request(method.clone(), &unsubscribe)
+            .header("Accept", "application/problem+json")
+            .send()
+            .await
+            .unwrap();
+        let p = problem(r, 400).await;
+        assert_eq!(p["errors"][0]["field"], "token", "{method}");
+        let r = app
+            .client
+            .request(method.clone(), &unsubscribe)
+            .header("Accept", "text/html")
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body("List-Unsubscribe=One-Click")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{method}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
     assert_eq!(snapshot(&app, id).await, before);
 }
 

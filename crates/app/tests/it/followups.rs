@@ -677,14 +677,8 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     assert_round_trips::<api::mails::MailPage>(&page, "GET /api/mails");
     assert_round_trips::<api::mails::Mail>(&mail, "GET /api/mails/{id}");
 
-    // Unsubscribing withdraws the queued mail: DEAD, and it cannot be requeued.
-    let token = link.split_once("token=").unwrap().1.to_owned();
-    let r = app
-        .client
-        .get(format!("{}/unsubscribe?token={token}", app.base))
-        .send()
-        .await
-        .unwrap();
+    // Unsubscribing (one-click) withdraws the queued mail: DEAD, and it cannot be requeued.
+    let r = one_click(&app, &on_app(&app, link)).await;
     assert_eq!(r.status(), 200);
     let withdrawn = json_ok(app.get(&adm, &format!("/api/mails/{mail_id}")).await).await;
     assert_eq!(withdrawn["status"], "DEAD");
@@ -731,9 +725,144 @@ async fn mail_of(app: &TestApp, lead: &str) -> Value {
     json_ok(app.get(&admin(), &format!("/api/mails/{mail_id}")).await).await
 }
 
+/// The summaries of a lead's mails, oldest first.
+async fn mails_of(app: &TestApp, lead: &str) -> Vec<Value> {
+    let page = json_ok(
+        app.get(&admin(), &format!("/api/mails?leadId={lead}"))
+            .await,
+    )
+    .await;
+    let mut mails = page["mails"].as_array().unwrap().clone();
+    mails.sort_by_key(|m| m["createdAt"].as_str().unwrap().to_owned());
+    mails
+}
+
+/// The value of header `name` of a received message, unfolded (RFC 5322 §2.2.3: a line break
+/// followed by white space is that white space).
+fn unfolded(m: &mail_parser::Message<'_>, name: &str) -> String {
+    m.header_raw(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .replace("\r\n", "")
+        .replace('\n', "")
+        .trim()
+        .to_owned()
+}
+
+/// The http(s) URL of a `List-Unsubscribe` value (RFC 2369: a comma-separated list of `<…>`,
+/// white space inside the brackets to be ignored).
+fn list_unsubscribe_url(value: &str) -> String {
+    value
+        .split(',')
+        .filter_map(|part| part.trim().strip_prefix('<')?.strip_suffix('>'))
+        .map(|url| url.split_whitespace().collect::<String>())
+        .find(|url| url.starts_with("https://") || url.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no http(s) URL in List-Unsubscribe: {value}"))
+}
+
+#[test]
+fn folded_unsubscribe_headers_are_read_whole() {
+    // A relay may fold long header fields (lettre does not: the URL has no white space).
+    let raw = "List-Unsubscribe:\r\n <mailto:unsubscribe@freshplan.test>,\r\n\t<https://crm.freshplan.test/\r\n unsubscribe?token=abc.def>\r\n\
+               List-Unsubscribe-Post:\r\n List-Unsubscribe=One-Click\r\n\
+               Subject: x\r\n\r\nbody\r\n";
+    let m = MessageParser::default().parse(raw.as_bytes()).unwrap();
+    assert_eq!(
+        list_unsubscribe_url(&unfolded(&m, "List-Unsubscribe")),
+        "https://crm.freshplan.test/unsubscribe?token=abc.def"
+    );
+    assert_eq!(unfolded(&m, "List-Unsubscribe-Post"), ONE_CLICK);
+}
+
+/// `link` (a URL under the test apps' [`PUBLIC_URL`]) on the app's real port — what the proxy
+/// in front of the service does; path and query stay exactly as in the mail.
+fn on_app(app: &TestApp, link: &str) -> reqwest::Url {
+    let rest = link
+        .strip_prefix(PUBLIC_URL)
+        .unwrap_or_else(|| panic!("{link} is not under {PUBLIC_URL}"));
+    reqwest::Url::parse(&format!("{}{rest}", app.base)).unwrap()
+}
+
+/// The body of an RFC 8058 one-click request.
+const ONE_CLICK: &str = "List-Unsubscribe=One-Click";
+
+/// What a mailbox provider does for RFC 8058 one-click: `POST` `List-Unsubscribe=One-Click`
+/// (`application/x-www-form-urlencoded`) to the URL of `List-Unsubscribe` — no cookie, no login.
+async fn one_click(app: &TestApp, url: &reqwest::Url) -> Response {
+    app.client
+        .post(url.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(ONE_CLICK)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The headers every unsubscribe page carries: HTML, not stored, no referrer, not indexed.
+fn assert_page_headers(r: &Response) {
+    let h = r.headers();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["x-robots-tag"], "noindex");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("form-action 'self'"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+}
+
+/// `text` with the five HTML character references undone.
+fn unescape_html(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The value of attribute `name` of the tag `tag` (its text from `<` to `>`), unescaped.
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let start = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+    let len = tag[start..].find('"')?;
+    Some(unescape_html(&tag[start..start + len]))
+}
+
+/// The one form of an unsubscribe page, as a browser reads it: its method, its action resolved
+/// against the page's URL, and its fields.
+struct Form {
+    method: String,
+    action: reqwest::Url,
+    fields: Vec<(String, String)>,
+}
+
+fn form_of(page_url: &reqwest::Url, html: &str) -> Form {
+    assert_eq!(html.matches("<form").count(), 1, "{html}");
+    let start = html.find("<form").unwrap();
+    let end = start + html[start..].find("</form>").expect("</form>");
+    let inner = &html[start..end];
+    let tag = &inner[..inner.find('>').unwrap()];
+    let fields = inner
+        .split("<input")
+        .skip(1)
+        .map(|input| {
+            let tag = &input[..input.find('>').unwrap()];
+            (
+                attribute(tag, "name").unwrap(),
+                attribute(tag, "value").unwrap_or_default(),
+            )
+        })
+        .collect();
+    Form {
+        method: attribute(tag, "method").unwrap_or_else(|| "get".into()),
+        action: page_url
+            .join(&attribute(tag, "action").expect("an action"))
+            .unwrap(),
+        fields,
+    }
+}
+
 #[actix_web::test]
-async fn mail_reaches_a_real_smtp_server_and_its_unsubscribe_link_works_once() {
-    let sink = Sink::start().await;
+async fn mail_reaches_a_real_smtp_server_and_one_click_from_its_headers_unsubscribes_once() {
+    let mut sink = Sink::start().await;
     let url = sink.url();
     // A poll interval far beyond the test: mails go out because the run wakes the dispatcher.
     let app = spawn_app_with(|c| {
@@ -799,13 +928,9 @@ async fn mail_reaches_a_real_smtp_server_and_its_unsubscribe_link_works_once() {
     );
     assert!(text.contains(&de.legal_footer()), "{text}");
     assert!(html.contains(de.vat_id));
-    let link = m
-        .header_raw("List-Unsubscribe")
-        .unwrap()
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_owned();
+    // RFC 8058 one-click, as the mailbox provider reads the headers (folded or not).
+    let link = list_unsubscribe_url(&unfolded(&m, "List-Unsubscribe"));
+    assert_eq!(unfolded(&m, "List-Unsubscribe-Post"), ONE_CLICK);
     assert_eq!(link, stored["unsubscribeUrl"].as_str().unwrap());
     assert!(
         link.starts_with(&format!("{PUBLIC_URL}/unsubscribe?token=")),
@@ -852,18 +977,30 @@ async fn mail_reaches_a_real_smtp_server_and_its_unsubscribe_link_works_once() {
     )
     .await;
 
-    // The link, over HTTP and without a login: consent withdrawn, UNSUBSCRIBED logged.
+    // A's T+7 falls due while the SMTP server is down: it stays queued (the attempt failed; the
+    // retry is minutes away).
+    sink.stop().await;
+    move_registration(&app.database_url, &a, time::Duration::days(10)).await;
+    assert_eq!(counts(&run_ok(&app).await), (0, 1, 0));
+    let queued = eventually(
+        Duration::from_secs(10),
+        "A's T+7 was tried once",
+        || mails_of(&app, &a),
+        |m| m.len() == 2 && m[1]["attempts"] == 1,
+    )
+    .await;
+    assert_eq!(
+        (&queued[0]["status"], &queued[1]["status"]),
+        (&json!("SENT"), &json!("QUEUED"))
+    );
+
+    // What a mailbox provider does with those headers: POST `List-Unsubscribe=One-Click` to the
+    // URL, without a login. Consent withdrawn, UNSUBSCRIBED logged, the queued T+7 withdrawn.
+    let url = on_app(&app, &link);
     let before = lead_of(&app, &a).await;
-    let click = || {
-        app.client
-            .get(format!("{}/unsubscribe?token={token}", app.base))
-            .send()
-    };
-    let r = click().await.unwrap();
+    let r = one_click(&app, &url).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
-    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
-    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_page_headers(&r);
     assert!(r.text().await.unwrap().contains("Abmeldung bestätigt"));
     let after = lead_of(&app, &a).await;
     assert_eq!(after["emailConsent"], false);
@@ -873,15 +1010,25 @@ async fn mail_reaches_a_real_smtp_server_and_its_unsubscribe_link_works_once() {
         before["version"].as_i64().map(|v| v + 1)
     );
     assert_eq!(count_of(&timeline(&app, &a).await, "UNSUBSCRIBED"), 1);
+    let withdrawn = mails_of(&app, &a).await;
+    assert_eq!(withdrawn[0]["status"], "SENT");
+    assert_eq!(withdrawn[1]["status"], "DEAD");
+    assert_eq!(
+        withdrawn[1]["lastError"],
+        freshplan_app::api::unsubscribe::WITHDRAWN
+    );
 
-    // A second click: the same page, nothing new (docs/decisions/0007).
-    let r = click().await.unwrap();
+    // The provider (or the reader) again: the same page, nothing changes (docs/decisions/0007).
+    let timeline_after = timeline(&app, &a).await;
+    let r = one_click(&app, &url).await;
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("Abmeldung bestätigt"));
-    assert_eq!(lead_of(&app, &a).await["version"], after["version"]);
-    assert_eq!(count_of(&timeline(&app, &a).await, "UNSUBSCRIBED"), 1);
+    assert_eq!(lead_of(&app, &a).await, after);
+    assert_eq!(timeline(&app, &a).await, timeline_after);
+    assert_eq!(mails_of(&app, &a).await, withdrawn);
 
-    // Forged, malformed or missing tokens: 400 — a page for people, a problem for API clients.
+    // Forged, malformed or missing tokens: 400 for both methods — a page for people, a problem
+    // for API clients.
     let mut forged = token.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'B' } else { 'A' });
@@ -895,43 +1042,200 @@ async fn mail_reaches_a_real_smtp_server_and_its_unsubscribe_link_works_once() {
         String::new(),
         format!("?token={token}&token={token}"),
     ] {
-        let r = app
-            .client
-            .get(format!("{}/unsubscribe{query}", app.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400, "{query}");
-        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
-        assert!(r.text().await.unwrap().contains("Link ungültig"));
-        let r = app
-            .client
-            .get(format!("{}/unsubscribe{query}", app.base))
-            .header("accept", "application/json")
-            .send()
-            .await
-            .unwrap();
-        problem(r, 400).await;
+        for method in [Method::GET, Method::POST] {
+            let send = |accept: &'static str| {
+                app.client
+                    .request(method.clone(), format!("{}/unsubscribe{query}", app.base))
+                    .header("accept", accept)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(ONE_CLICK)
+                    .send()
+            };
+            let r = send("text/html").await.unwrap();
+            assert_eq!(r.status(), 400, "{method} {query}");
+            assert_page_headers(&r);
+            let html = r.text().await.unwrap();
+            assert!(html.contains("Link ungültig"), "{html}");
+            assert!(!html.contains("<form"), "{html}");
+            problem(send("application/json").await.unwrap(), 400).await;
+        }
     }
     // A correctly signed token of a lead that does not exist (any more): nothing to stop.
     let gone = UnsubscribeToken::sign(Uuid::now_v7(), UNSUBSCRIBE_SECRET.as_bytes());
+    let r = one_click(
+        &app,
+        &on_app(&app, &format!("{PUBLIC_URL}/unsubscribe?token={gone}")),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    // Nothing more goes out to A: the withdrawn mail can never be requeued, and with the server
+    // back nothing else arrives.
+    sink.restart().await;
+    let dead_id = withdrawn[1]["id"].as_str().unwrap().parse().unwrap();
+    let e = app.api(&adm).mails().requeue(dead_id).await.unwrap_err();
+    assert_eq!(
+        (e.status(), e.slug()),
+        (Some(409), Some("no-consent")),
+        "{e}"
+    );
+    assert_eq!(counts(&run_ok(&app).await), (0, 0, 0));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.received().len(), 2);
+    assert_eq!(count_of(&timeline(&app, &a).await, "UNSUBSCRIBED"), 1);
+}
+
+/// A link scanner's, a prefetcher's or the reader's `GET` of the link changes nothing; the
+/// page's button (a form a browser posts) unsubscribes. RFC 8058 lets providers post
+/// `multipart/form-data` too, and any other body is ignored: the token decides.
+#[actix_web::test]
+async fn a_get_of_the_unsubscribe_link_changes_nothing_and_its_button_unsubscribes() {
+    let app = spawn_app_with(at_business_hours).await.unwrap();
+    let adm = admin();
+    let due = t3_due_registration();
+    let mut leads = Vec::new();
+    for (name, email) in [
+        ("Gasthaus Adler", "kueche@adler.test"),
+        ("Hotel Post", "rezeption@post.test"),
+        ("Kantine Nord", "einkauf@nord.test"),
+    ] {
+        leads.push(id(&app
+            .create_ok(&adm, lead_with(name, Some(email), true, Some(due)))
+            .await));
+    }
+    // No SMTP server: the mails stay queued.
+    assert_eq!(counts(&run_ok(&app).await), (3, 0, 0));
+    let link_of = |mail: &Value| on_app(&app, mail["unsubscribeUrl"].as_str().unwrap());
+
+    // A: GETs — the scanner, the prefetcher, the reader opening the page — change nothing.
+    let a = &leads[0];
+    let url = link_of(&mail_of(&app, a).await);
+    let (lead_before, timeline_before, mails_before) = (
+        lead_of(&app, a).await,
+        timeline(&app, a).await,
+        mails_of(&app, a).await,
+    );
+    let mut form = None;
+    for _ in 0..3 {
+        let r = app.client.get(url.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_page_headers(&r);
+        let html = r.text().await.unwrap();
+        assert!(html.contains("<meta name=\"robots\" content=\"noindex\">"));
+        assert!(!html.contains("<script"), "{html}");
+        assert!(!html.contains("Abmeldung bestätigt"), "{html}");
+        form = Some(form_of(&url, &html));
+    }
+    assert_eq!(lead_of(&app, a).await, lead_before);
+    assert_eq!(lead_before["emailConsent"], true);
+    assert_eq!(timeline(&app, a).await, timeline_before);
+    assert_eq!(mails_of(&app, a).await, mails_before);
+    assert_eq!(mails_before[0]["status"], "QUEUED");
+
+    // The button: a form posting to the same URL, with the one-click field.
+    let form = form.unwrap();
+    assert_eq!(form.method.to_ascii_lowercase(), "post");
+    assert_eq!(form.action, url);
+    assert_eq!(
+        form.fields,
+        [("List-Unsubscribe".to_owned(), "One-Click".to_owned())]
+    );
+    // Pressed, the browser posts the form: unsubscribed.
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&form.fields)
+        .finish();
     let r = app
         .client
-        .get(format!("{}/unsubscribe?token={gone}", app.base))
+        .post(form.action.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_page_headers(&r);
+    assert!(r.text().await.unwrap().contains("Abmeldung bestätigt"));
+    let after = lead_of(&app, a).await;
+    assert_eq!(after["emailConsent"], false);
+    assert_eq!(
+        after["version"].as_i64(),
+        lead_before["version"].as_i64().map(|v| v + 1)
+    );
+    assert_eq!(count_of(&timeline(&app, a).await, "UNSUBSCRIBED"), 1);
+    assert_eq!(mails_of(&app, a).await[0]["status"], "DEAD");
+    // Opening the page again still changes nothing.
+    let r = app.client.get(url.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(lead_of(&app, a).await, after);
 
-    // The next run skips A's T+7: no consent any more. No further mail.
-    move_registration(&app.database_url, &a, time::Duration::days(10)).await;
-    assert_eq!(counts(&run_ok(&app).await), (0, 0, 1));
-    let la = lead_of(&app, &a).await;
-    assert_eq!(la["followUps"]["t7"]["status"], "SKIPPED");
-    assert_eq!(la["followUps"]["t7"]["reason"], "NO_CONSENT");
-    assert_eq!(count_of(&timeline(&app, &a).await, "FOLLOWUP_SKIPPED"), 1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(sink.received().len(), 2);
+    // B: the provider posts multipart/form-data (RFC 8058's preferred form): unsubscribed.
+    let b = &leads[1];
+    let url = link_of(&mail_of(&app, b).await);
+    let r = app
+        .client
+        .post(url)
+        .header(
+            "content-type",
+            "multipart/form-data; boundary=one-click-boundary",
+        )
+        .body(
+            "--one-click-boundary\r\n\
+             Content-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\n\
+             One-Click\r\n--one-click-boundary--\r\n",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(lead_of(&app, b).await["emailConsent"], false);
+    assert_eq!(count_of(&timeline(&app, b).await, "UNSUBSCRIBED"), 1);
+
+    // C: an empty body unsubscribes; any other body after it is ignored, never a 5xx — and
+    // with a bad token it is the token's 400.
+    let c = &leads[2];
+    let url = link_of(&mail_of(&app, c).await);
+    let r = app.client.post(url.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let after = lead_of(&app, c).await;
+    assert_eq!(after["emailConsent"], false);
+    let bad = {
+        let mut u = url.clone();
+        u.set_query(Some("token=not-a-token"));
+        u
+    };
+    for (content_type, body) in [
+        (None, b"".to_vec()),
+        (
+            Some("application/json"),
+            br#"{"List-Unsubscribe":"One-Click"}"#.to_vec(),
+        ),
+        (
+            Some("application/x-www-form-urlencoded"),
+            b"%%%=&&List-Unsubscribe=Maybe".to_vec(),
+        ),
+        (Some("multipart/form-data"), b"--no-boundary".to_vec()),
+        (
+            Some("text/plain; charset=utf-8"),
+            "a\u{0}b".as_bytes().to_vec(),
+        ),
+        (
+            Some("application/octet-stream"),
+            vec![0xff, 0xfe, 0x00, 0x80],
+        ),
+        (Some("no media type at all"), b"garbage".to_vec()),
+    ] {
+        for (target, status) in [(&url, 200), (&bad, 400)] {
+            let mut req = app.client.post(target.clone()).body(body.clone());
+            if let Some(content_type) = content_type {
+                req = req.header("content-type", content_type);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), status, "{content_type:?} {target}");
+        }
+    }
+    assert_eq!(lead_of(&app, c).await, after);
+    assert_eq!(count_of(&timeline(&app, c).await, "UNSUBSCRIBED"), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1499,13 +1803,18 @@ async fn the_service_refuses_weak_unsubscribe_secrets_and_bad_schedules_outside_
     .await
     .unwrap();
     let token = UnsubscribeToken::sign(Uuid::now_v7(), DEVELOPMENT_SECRET.as_bytes());
-    let r = dev
-        .client
-        .get(format!("{}/unsubscribe?token={token}", dev.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    for method in [Method::GET, Method::POST] {
+        let r = dev
+            .client
+            .request(
+                method.clone(),
+                format!("{}/unsubscribe?token={token}", dev.base),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{method}");
+    }
 
     // Outside development, follow-ups switched off may go without a secret: runs and links are
     // then 503, everything else works.
@@ -1516,14 +1825,16 @@ async fn the_service_refuses_weak_unsubscribe_secrets_and_bad_schedules_outside_
     .await
     .unwrap();
     problem(run(&off, &admin()).await, 503).await;
-    let r = off
-        .client
-        .get(format!("{}/unsubscribe?token=x", off.base))
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    problem(r, 503).await;
+    for method in [Method::GET, Method::POST] {
+        let r = off
+            .client
+            .request(method, format!("{}/unsubscribe?token=x", off.base))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        problem(r, 503).await;
+    }
     figures_are(&off, &admin(), "", (0, 0, 0, 0.0), ScopeKind::All).await;
 }
 
