@@ -1026,6 +1026,29 @@ async fn mail_reaches_a_real_smtp_server_and_one_click_from_its_headers_unsubscr
     assert_eq!(lead_of(&app, &a).await, after);
     assert_eq!(timeline(&app, &a).await, timeline_after);
     assert_eq!(mails_of(&app, &a).await, withdrawn);
+    // The consent ledger holds the withdrawal once, with its source (SPEC §13).
+    let export = json_ok(
+        app.get(&adm, &format!("/api/leads/{a}/personal-data"))
+            .await,
+    )
+    .await;
+    let ledger: Vec<(bool, &str, &str)> = export["consentHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["consent"].as_bool().unwrap(),
+                c["source"].as_str().unwrap(),
+                c["changedBy"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ledger,
+        [(true, "API", "admin-1"), (false, "UNSUBSCRIBE", "system")]
+    );
+    assert_eq!(after["emailConsentSource"], "UNSUBSCRIBE");
 
     // Forged, malformed or missing tokens: 400 for both methods — a page for people, a problem
     // for API clients.

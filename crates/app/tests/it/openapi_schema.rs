@@ -17,7 +17,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::helpers::*;
 
-/// SPEC §4.1, in its order.
+/// SPEC §4.1, in its order (with SPEC §13's `emailConsentSource` and `erasedAt`).
 const SPEC_LEAD_FIELDS: &[&str] = &[
     "id",
     "version",
@@ -40,6 +40,8 @@ const SPEC_LEAD_FIELDS: &[&str] = &[
     "sourceCampaign",
     "emailConsent",
     "emailConsentAt",
+    "emailConsentSource",
+    "erasedAt",
     "status",
     "ownerUserId",
     "collaboratorUserIds",
@@ -418,9 +420,10 @@ async fn the_lead_schema_is_spec_4_1_and_what_the_api_returns() {
         response_schema(&doc, "post", "/api/leads/{id}/activities", 201),
     );
     let all_types = enum_of(&doc, &activity["properties"]["type"]);
-    assert_eq!(all_types.len(), 22);
+    assert_eq!(all_types.len(), 23);
     assert_eq!(all_types[..8], user_types);
     assert!(all_types.iter().any(|t| t == "UNSUBSCRIBED"));
+    assert!(all_types.iter().any(|t| t == "ERASED"));
 
     // A lead with every field set, through a contact, a stopped clock and collaborators ...
     let admin = admin();
