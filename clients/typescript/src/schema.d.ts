@@ -1383,7 +1383,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The lead's state does not allow this now (e.g. the clock is already stopped or running). */
+        /** @description The lead's state does not allow this now (e.g. the clock is already stopped or running), or its personal data was erased (an erased lead no longer changes). */
         Conflict: {
             headers: {
                 [name: string]: unknown;
@@ -1392,7 +1392,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description A duplicate lead (SPEC 4.2): `duplicateOn`, and `existingLeadId`/`existingCompanyName` when the caller may read the other lead. */
+        /** @description A duplicate lead (SPEC 4.2): `duplicateOn`, and `existingLeadId`/`existingCompanyName` when the caller may read the other lead. On a change, also a lead whose personal data was erased (it no longer changes; no `duplicateOn` then). */
         Duplicate: {
             headers: {
                 [name: string]: unknown;
@@ -1847,6 +1847,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             412: components["responses"]["PreconditionFailed"];
             428: components["responses"]["PreconditionRequired"];
         };
@@ -1953,6 +1954,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];

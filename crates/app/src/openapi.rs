@@ -46,9 +46,9 @@ problem_response! {
     /// 404.
     NotFound => "No such resource visible to the caller (a lead the caller may not read is 404 too).";
     /// 409 duplicate.
-    Duplicate => "A duplicate lead (SPEC 4.2): `duplicateOn`, and `existingLeadId`/`existingCompanyName` when the caller may read the other lead.";
+    Duplicate => "A duplicate lead (SPEC 4.2): `duplicateOn`, and `existingLeadId`/`existingCompanyName` when the caller may read the other lead. On a change, also a lead whose personal data was erased (it no longer changes; no `duplicateOn` then).";
     /// 409 state.
-    Conflict => "The lead's state does not allow this now (e.g. the clock is already stopped or running).";
+    Conflict => "The lead's state does not allow this now (e.g. the clock is already stopped or running), or its personal data was erased (an erased lead no longer changes).";
     /// 412.
     PreconditionFailed => "`If-Match` names an older version of the lead: fetch it again.";
     /// 413.

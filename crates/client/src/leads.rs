@@ -1,9 +1,10 @@
-//! Leads (SPEC §4, §9): list, create, read, merge-patch, soft-delete, reassign, stop and resume
-//! the protection clock.
+//! Leads (SPEC §4, §9, §13): list, create, read, merge-patch, soft-delete, reassign, stop and
+//! resume the protection clock, export and erase the person's data.
 
 use freshplan_api::leads::{
     BusinessType, ClockStop, Lead, LeadCreate, LeadPage, LeadPatch, LeadStatus, OwnerChange,
 };
+use freshplan_api::privacy::{ErasureRequest, ErasureRequestReason, PersonalDataExport};
 use reqwest::Method;
 use reqwest::header::{self, HeaderValue};
 use uuid::Uuid;
@@ -353,5 +354,32 @@ impl Leads {
             &["api", "leads", &id_segment(id), "clock", "resume"],
         );
         crate::versioned(self.client.send(crate::if_match(rb, if_match)).await?).await
+    }
+
+    /// `GET /api/leads/{id}/personal-data` (admins; managers for their territories): everything
+    /// stored about the lead's person — the lead, the whole timeline, every mail, the consent
+    /// ledger, the outbox events carrying its data (DSGVO Art. 15, 20). Audited by the service.
+    pub async fn personal_data(&self, id: Uuid) -> Result<PersonalDataExport> {
+        let rb = self.client.request(
+            Method::GET,
+            &["api", "leads", &id_segment(id), "personal-data"],
+        );
+        crate::json(self.client.send(rb).await?).await
+    }
+
+    /// `POST /api/leads/{id}/erasure` (admins) at `etag`, for a legal ground of DSGVO Art. 17(1):
+    /// the erased lead and its ETag. Idempotent (an erased lead answers as it is);
+    /// [`Error::Conflict`] while a follow-up run holds the lead (retry shortly).
+    pub async fn erase(
+        &self,
+        id: Uuid,
+        etag: &ETag,
+        reason: ErasureRequestReason,
+    ) -> Result<Versioned<Lead>> {
+        let rb = self
+            .client
+            .request(Method::POST, &["api", "leads", &id_segment(id), "erasure"])
+            .json(&ErasureRequest { reason });
+        crate::versioned(self.client.send(crate::if_match(rb, Some(etag))).await?).await
     }
 }

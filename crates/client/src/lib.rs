@@ -69,6 +69,7 @@ mod error;
 mod list;
 
 pub mod activities;
+pub mod audit;
 pub mod consumer;
 pub mod dashboard;
 pub mod events;
@@ -169,6 +170,11 @@ impl Client {
     /// The service's base URL.
     pub fn base_url(&self) -> &Url {
         &self.inner.base
+    }
+
+    /// The audit log of personal-data processing (`/api/audit`).
+    pub fn audit(&self) -> audit::Audit {
+        audit::Audit::new(self.clone())
     }
 
     /// Territories (`/api/territories`).

@@ -410,7 +410,9 @@ pub async fn list_leads(
                   ("ListActivitiesOfLead" = (operation_id = "list_activities", parameters(("id" = "$response.body#/id")))),
                   ("StopClockOfLead" = (operation_id = "stop_clock", parameters(("id" = "$response.body#/id")))),
                   ("ResumeClockOfLead" = (operation_id = "resume_clock", parameters(("id" = "$response.body#/id")))),
-                  ("ReassignLead" = (operation_id = "reassign", parameters(("id" = "$response.body#/id")))))),
+                  ("ReassignLead" = (operation_id = "reassign", parameters(("id" = "$response.body#/id")))),
+                  ("ExportPersonalData" = (operation_id = "export_personal_data", parameters(("id" = "$response.body#/id")))),
+                  ("EraseLead" = (operation_id = "erase_lead", parameters(("id" = "$response.body#/id"), ("header.If-Match" = "$response.header.ETag")))))),
         (status = 400, response = crate::openapi::BadRequest),
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
@@ -529,6 +531,7 @@ pub async fn patch_lead(
         (status = 401, response = crate::openapi::Unauthorized),
         (status = 403, response = crate::openapi::Forbidden),
         (status = 404, response = crate::openapi::NotFound),
+        (status = 409, response = crate::openapi::Conflict),
         (status = 412, response = crate::openapi::PreconditionFailed),
         (status = 428, response = crate::openapi::PreconditionRequired)))]
 pub async fn delete_lead(

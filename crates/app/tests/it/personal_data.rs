@@ -349,3 +349,51 @@ async fn only_admins_and_managers_of_the_territory_export() {
     )
     .await;
 }
+
+#[actix_web::test]
+async fn the_typed_client_exports_erases_and_reads_the_audit_log() {
+    use freshplan_client::api::privacy::{AuditAction, ErasureRequestReason};
+
+    let app = spawn_app().await;
+    let admin = app.api(&admin());
+    let created = admin
+        .leads()
+        .create(&freshplan_client::api::leads::LeadCreate {
+            contact_person: Some("Client Person".into()),
+            ..new_lead("Client Export")
+        })
+        .await
+        .unwrap();
+    let id = created.value.id;
+    let export = admin.leads().personal_data(id).await.unwrap();
+    assert_eq!(export.lead.contact_person.as_deref(), Some("Client Person"));
+    assert_eq!(export.events.len(), 1);
+    let erased = admin
+        .leads()
+        .erase(id, &created.etag, ErasureRequestReason::Objection)
+        .await
+        .unwrap();
+    assert!(erased.value.erased_at.is_some());
+    assert_eq!(erased.value.contact_person, None);
+    // Idempotent through the client too: the stale ETag of the retry is fine.
+    let again = admin
+        .leads()
+        .erase(id, &created.etag, ErasureRequestReason::Objection)
+        .await
+        .unwrap();
+    assert_eq!(again.value.version, erased.value.version);
+    let audit = admin.audit().list(0, 10).await.unwrap();
+    let actions: Vec<AuditAction> = audit.data.iter().map(|e| e.action).collect();
+    assert_eq!(
+        actions,
+        [AuditAction::LeadErased, AuditAction::PersonalDataExported]
+    );
+    assert!(audit.data.iter().all(|e| e.lead_id == Some(id)));
+    let e = app
+        .api(&manager_de())
+        .audit()
+        .list(0, 10)
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403));
+}
