@@ -270,3 +270,43 @@ async fn a_manager_exports_the_own_territory_only_with_the_events(
     );
     db.close().await;
 }
+
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn the_consent_ledger_follows_its_lead_into_the_other_territory(
+    pool_opts: PgPoolOptions,
+    opts: PgConnectOptions,
+) {
+    let db = Db::new(pool_opts, opts).await;
+    let (service, _) = service(&db);
+    let lead = create(&service, "Umzug AG", "umzug@example.org").await;
+    let moved = service
+        .update(
+            &admin(),
+            lead.id,
+            Some(lead.version),
+            LeadPatch {
+                country_code: Some("CH".into()),
+                email_consent: Some(false),
+                ..LeadPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved.territory, TerritoryId::Ch);
+    let ledger: Vec<(String, bool, String)> = sqlx::query_as(
+        "select territory_id, consent, source from consent_changes \
+          where lead_id = $1 order by changed_at, id",
+    )
+    .bind(lead.id)
+    .fetch_all(&db.su)
+    .await
+    .unwrap();
+    assert_eq!(
+        ledger,
+        [
+            ("CH".to_owned(), true, "API".to_owned()),
+            ("CH".to_owned(), false, "API".to_owned())
+        ]
+    );
+    db.close().await;
+}
