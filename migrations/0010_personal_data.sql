@@ -7,6 +7,12 @@
 -- that let an admin (erasure) or the system (retention) rewrite rows that are otherwise
 -- append-only.
 
+-- The backfill of the consent ledger below reads and writes lead rows, whose policies are FORCEd:
+-- the system context (transaction-local), as in 0004.
+select set_config('freshplan.user_id', 'system', true),
+       set_config('freshplan.roles', 'system', true),
+       set_config('freshplan.territories', 'DE,CH', true);
+
 -- ---------------------------------------------------------------------------------------------
 -- Leads: when the person was erased (null: never), and where the current consent state came
 -- from (null: never given). An erased lead keeps what statistics need (status, territory,
@@ -57,6 +63,17 @@ create table consent_changes (
 );
 create index consent_changes_lead_idx on consent_changes (lead_id, changed_at, id);
 
+-- Consent given before the ledger existed: one entry each, from the lead's own record of it (the
+-- API was the only way to give consent; who gave it: the creator when it came with the lead,
+-- else the last changer), and the lead's source. Written before row-level security is switched
+-- on for the table: the entries carry the names of the users who gave the consent.
+insert into consent_changes (id, lead_id, territory_id, consent, source, changed_at, changed_by)
+select gen_random_uuid(), l.id, l.territory_id, true, 'API', l.email_consent_at,
+       case when l.email_consent_at = l.created_at then l.created_by else l.updated_by end
+  from leads l
+ where l.email_consent and l.email_consent_at is not null;
+update leads set email_consent_source = 'API' where email_consent;
+
 alter table consent_changes enable row level security;
 alter table consent_changes force row level security;
 
@@ -66,16 +83,35 @@ using (
     or exists (select 1 from leads l where l.id = consent_changes.lead_id)
 );
 
--- Whoever could just change the lead (its update policy ran in the same transaction) records
--- the change; the territory must be the lead's.
+-- Recorded by whoever may write the lead (the write predicate of activities_insert), in its own
+-- name; the territory must be the lead's.
 create policy consent_changes_insert on consent_changes for insert
 with check (
-    exists (
+    changed_by = (select freshplan_ctx_user())
+    and exists (
         select 1 from leads l
-         where l.id = consent_changes.lead_id and l.territory_id = consent_changes.territory_id
+         where l.id = consent_changes.lead_id
+           and l.territory_id = consent_changes.territory_id
+           and (
+               (select freshplan_ctx_roles()) && array['admin', 'system']
+               or (
+                   l.territory_id = any ((select freshplan_ctx_territories())::text[])
+                   and (
+                       'manager' = any ((select freshplan_ctx_roles())::text[])
+                       or (
+                           'sales' = any ((select freshplan_ctx_roles())::text[])
+                           and (
+                               l.owner_user_id = (select freshplan_ctx_user())
+                               or l.collaborator_user_ids @> array[(select freshplan_ctx_user())]
+                           )
+                       )
+                   )
+               )
+           )
     )
 );
 grant select, insert on consent_changes to freshplan_app;
+
 
 -- ---------------------------------------------------------------------------------------------
 -- Mail outbox: an erased mail (recipient, subject, bodies and link removed, never sent again) and
@@ -85,12 +121,12 @@ alter table mail_outbox add column erased_at timestamptz;
 alter table mail_outbox add column body_erased_at timestamptz;
 create index mail_outbox_body_retention_idx on mail_outbox (updated_at, id)
     where status <> 'QUEUED' and body_erased_at is null;
-create index mail_outbox_lead_idx on mail_outbox (lead_id);
 
 -- ---------------------------------------------------------------------------------------------
 -- Event outbox: the events whose data carries personal data (the domain's list:
 -- `lead.created.v1` names the company) are found by lead; erasure redacts them (admin, system);
--- a manager's export reads the events of the own territories.
+-- a manager's export reads the events of the leads the manager can read (by the lead, not by the
+-- event's territory, which stays what it was when the event was written).
 -- ---------------------------------------------------------------------------------------------
 create index event_outbox_personal_idx on event_outbox (subject) where type = 'lead.created.v1';
 
@@ -98,18 +134,34 @@ create policy event_outbox_erase on event_outbox for update
 using ((select freshplan_ctx_roles()) && array['admin', 'system'])
 with check ((select freshplan_ctx_roles()) && array['admin', 'system']);
 
-create policy event_outbox_select_territory on event_outbox for select
+-- The subject as a lead id, or null when it is not a UUID (inlinable, immutable).
+create function freshplan_subject_lead_id(subject text) returns uuid
+language sql immutable parallel safe
+as $$
+    select case
+        when subject ~ '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$'
+        then subject::uuid
+    end
+$$;
+grant execute on function freshplan_subject_lead_id(text) to freshplan_app;
+
+create policy event_outbox_select_lead on event_outbox for select
 using (
     'manager' = any ((select freshplan_ctx_roles())::text[])
-    and territory_id = any ((select freshplan_ctx_territories())::text[])
+    and exists (
+        select 1 from leads l where l.id = freshplan_subject_lead_id(event_outbox.subject)
+    )
 );
 grant update on event_outbox to freshplan_app;
 
 -- ---------------------------------------------------------------------------------------------
 -- Idempotency replays hold a hash of the request body (personal data in it): erasure deletes
--- the lead's keys, whoever made them.
+-- the lead's keys, whoever made them. A DELETE with a WHERE clause must pass a SELECT policy
+-- too, so admins and the system see every key (the replay lookup filters by its own user anyway).
 -- ---------------------------------------------------------------------------------------------
 create policy idempotency_keys_erase on idempotency_keys for delete
+using ((select freshplan_ctx_roles()) && array['admin', 'system']);
+create policy idempotency_keys_erase_select on idempotency_keys for select
 using ((select freshplan_ctx_roles()) && array['admin', 'system']);
 grant delete on idempotency_keys to freshplan_app;
 create index idempotency_keys_lead_idx on idempotency_keys (lead_id);

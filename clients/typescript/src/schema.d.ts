@@ -456,7 +456,7 @@ export interface paths {
          * `POST /unsubscribe`
          * @description Unsubscribes (RFC 8058 one-click, and the button of `GET /unsubscribe`): withdraws the lead's email consent (`UNSUBSCRIBED` on its timeline) and its mails not sent yet. Idempotent: a repeated request answers the same page and changes nothing. The token in the URL decides; the body is never read.
          */
-        post: operations["unsubscribeOneClick"];
+        post: operations["unsubscribe_one_click"];
         delete?: never;
         options?: never;
         head?: never;
@@ -2438,7 +2438,7 @@ export interface operations {
             503: components["responses"]["Unavailable"];
         };
     };
-    unsubscribeOneClick: {
+    unsubscribe_one_click: {
         parameters: {
             query: {
                 /** @description The signed token of the mail's unsubscribe link */

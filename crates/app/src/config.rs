@@ -224,13 +224,18 @@ fn duration(name: &str, default: Duration) -> anyhow::Result<Duration> {
     }
 }
 
-/// A retention period from the environment: a positive duration (`730d`), `off` (`None`: kept
-/// forever), or `default` when unset.
+/// A retention period from the environment: a duration of at least a day (`730d`), `off`
+/// (`None`: kept forever), or `default` when unset.
 fn period(name: &str, default: Option<time::Duration>) -> anyhow::Result<Option<time::Duration>> {
     match var(name) {
         Some(v) if v.trim().eq_ignore_ascii_case("off") => Ok(None),
-        Some(_) => {
+        Some(v) => {
             let d = duration(name, Duration::ZERO)?;
+            // A typo such as `30s` would erase every closed lead at the next sweep.
+            anyhow::ensure!(
+                d >= Duration::from_secs(86_400),
+                "{name}={v}: a retention period must be at least 1d (or `off`)"
+            );
             Ok(Some(time::Duration::try_from(d).with_context(|| {
                 format!("{name}: the period is too long")
             })?))

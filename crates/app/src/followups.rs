@@ -437,24 +437,38 @@ impl Setup {
 
 /// Retention (SPEC §13), after each sweep: erases closed leads and removes old mail bodies past
 /// their periods, in short batches of [`RETENTION_BATCH`] that skip rows others hold (safe on
-/// every replica at once, never blocking the API for long); counted and logged.
+/// every replica at once, never blocking the API for long); each committed batch is counted and
+/// logged, so a failure later in the run loses no count.
 pub async fn retain(state: &AppState, policy: &RetentionPolicy) {
-    match state.leads.retention(policy, RETENTION_BATCH).await {
-        Ok(report) if report.is_empty() => tracing::debug!("retention: nothing due"),
-        Ok(report) => {
-            if let Some(m) = &state.metrics {
-                m.retention(
-                    u64::from(report.leads_erased),
-                    u64::from(report.mail_bodies_erased),
-                );
+    loop {
+        match state.leads.retention_batch(policy, RETENTION_BATCH).await {
+            Ok(report) if report.is_empty() => {
+                tracing::debug!("retention: nothing (more) due");
+                return;
             }
-            tracing::info!(
-                leads_erased = report.leads_erased,
-                mail_bodies_erased = report.mail_bodies_erased,
-                "retention"
-            );
+            Ok(report) => {
+                if let Some(m) = &state.metrics {
+                    m.retention(
+                        u64::from(report.leads_erased),
+                        u64::from(report.mail_bodies_erased),
+                    );
+                }
+                tracing::info!(
+                    leads_erased = report.leads_erased,
+                    mail_bodies_erased = report.mail_bodies_erased,
+                    "retention batch"
+                );
+                if report.leads_erased < RETENTION_BATCH
+                    && report.mail_bodies_erased < RETENTION_BATCH
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "retention failed; next tick retries");
+                return;
+            }
         }
-        Err(e) => tracing::warn!(error = %chain(&e), "retention failed; next tick retries"),
     }
 }
 

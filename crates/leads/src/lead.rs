@@ -164,7 +164,8 @@ pub struct Lead {
     pub email_consent_at: Option<OffsetDateTime>,
     /// Where the current consent state came from (`None`: never given).
     pub email_consent_source: Option<ConsentSource>,
-    /// When the person's data was erased (SPEC §13); an erased lead no longer changes.
+    /// When the person's data was erased (SPEC §13). Users can no longer change an erased lead;
+    /// the sweep and the follow-up automation still process it (statistics, nothing personal).
     pub erased_at: Option<OffsetDateTime>,
     /// Protection state.
     pub protection: Protection,

@@ -693,6 +693,14 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
     ) -> Result<Lead, LeadError> {
         let now = self.clock.now();
         let mut tx = self.store.begin(actor).await?;
+        // Allowed first (without a lock: a caller who may not erase never holds the row).
+        let seen = tx.read(id).await?.ok_or(LeadError::NotFound)?;
+        check(
+            actor,
+            &seen,
+            Action::Erase,
+            "only admins may erase personal data",
+        )?;
         let mut lead = match tx.get_nowait(id).await {
             Ok(Some(lead)) => lead,
             Ok(None) => return Err(LeadError::NotFound),
@@ -704,12 +712,6 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
             Err(WriteError::Store(e)) => return Err(e.into()),
             Err(_) => return Err(LeadError::Conflict("concurrent change, retry")),
         };
-        check(
-            actor,
-            &lead,
-            Action::Erase,
-            "only admins may erase personal data",
-        )?;
         if lead.erased_at.is_some() {
             tx.commit().await?;
             return Ok(lead);

@@ -472,6 +472,31 @@ static PERSONAL_EVENTS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// One statement per personal field of [`personal::PERSONAL_EVENT_DATA`] that replaces it in the
+/// lead's stored events (`$1` the subject, `$2` the placeholder). Type and field are spelled out
+/// as literals (constants of the domain, without quotes) so that the partial index
+/// `event_outbox_personal_idx` serves the statement under a generic plan too.
+static REDACT_EVENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    personal::PERSONAL_EVENT_DATA
+        .iter()
+        .flat_map(|(event_type, fields)| {
+            fields.iter().map(move |field| {
+                assert!(
+                    !event_type.contains('\'') && !field.contains('\''),
+                    "literal-safe names"
+                );
+                format!(
+                    "update event_outbox \
+                        set payload = jsonb_set(payload, '{{data,{field}}}', to_jsonb($2::text)) \
+                      where subject = $1 and type = '{event_type}' \
+                        and payload -> 'data' ? '{field}' \
+                        and payload -> 'data' ->> '{field}' is distinct from $2"
+                )
+            })
+        })
+        .collect()
+});
+
 impl LeadTx for PgLeadTx {
     async fn read(&mut self, id: Uuid) -> Result<Option<Lead>, StoreError> {
         // No row lock: a lock would make every read a writing transaction (a transaction id, a
@@ -889,23 +914,14 @@ impl LeadTx for PgLeadTx {
         .map_err(store_error("erase mails"))?
         .rows_affected();
         let mut events = 0;
-        for (event_type, fields) in personal::PERSONAL_EVENT_DATA {
-            for field in *fields {
-                events += sqlx::query(
-                    "update event_outbox \
-                        set payload = jsonb_set(payload, array['data', $3], to_jsonb($4::text)) \
-                      where subject = $1 and type = $2 and payload -> 'data' ? $3 \
-                        and payload -> 'data' ->> $3 is distinct from $4",
-                )
+        for statement in REDACT_EVENTS.iter() {
+            events += sqlx::query(statement)
                 .bind(lead_id.to_string())
-                .bind(*event_type)
-                .bind(*field)
                 .bind(personal::REDACTED)
                 .execute(&mut *self.tx)
                 .await
                 .map_err(store_error("redact events"))?
                 .rows_affected();
-            }
         }
         let idempotency_keys = sqlx::query("delete from idempotency_keys where lead_id = $1")
             .bind(lead_id)

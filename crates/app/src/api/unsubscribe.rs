@@ -203,7 +203,7 @@ pub async fn unsubscribe(req: HttpRequest, state: web::Data<AppState>) -> HttpRe
 }
 
 /// `POST /unsubscribe`
-#[utoipa::path(post, path = "/unsubscribe", operation_id = "unsubscribeOneClick", tag = "followups",
+#[utoipa::path(post, path = "/unsubscribe", operation_id = "unsubscribe_one_click", tag = "followups",
     description = "Unsubscribes (RFC 8058 one-click, and the button of `GET /unsubscribe`): withdraws the lead's email consent (`UNSUBSCRIBED` on its timeline) and its mails not sent yet. Idempotent: a repeated request answers the same page and changes nothing. The token in the URL decides; the body is never read.",
     params(("token" = String, Query, description = "The signed token of the mail's unsubscribe link")),
     request_body(

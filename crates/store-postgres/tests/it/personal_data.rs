@@ -308,5 +308,77 @@ async fn the_consent_ledger_follows_its_lead_into_the_other_territory(
             ("CH".to_owned(), false, "API".to_owned())
         ]
     );
+    // The export follows the lead too: the CH manager reads its events written while it was DE.
+    let ch = Actor::new(uid("manager-ch"), [Role::Manager], [TerritoryId::Ch]);
+    let export = service.personal_data(&ch, lead.id).await.unwrap();
+    assert_eq!(export.records.events.len(), 1);
+    assert_eq!(export.records.consent.len(), 2);
+    db.close().await;
+}
+
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn erasure_purges_every_users_idempotency_keys_of_the_lead(
+    pool_opts: PgPoolOptions,
+    opts: PgConnectOptions,
+) {
+    let db = Db::new(pool_opts, opts).await;
+    let (service, clock) = service(&db);
+    let mut data = LeadData::new(CompanyName::parse("Schlüssel GmbH").unwrap(), "DE").unwrap();
+    data.email = Some(Email::parse("key@example.org").unwrap());
+    let keyed = |data: LeadData, key: &str| CreateLead {
+        data,
+        registered_at: None,
+        idempotency: Some((key.to_owned(), format!("hash-{key}"))),
+    };
+    // A sales rep's key, erased by an admin.
+    let (lead, _) = service
+        .create(&rep("rep-1"), keyed(data, "rep-key"))
+        .await
+        .unwrap();
+    let other = create(&service, "Andere AG", "other@example.org").await;
+    let keys = |id: Uuid| {
+        let su = db.su.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("select count(*) from idempotency_keys where lead_id = $1")
+                .bind(id)
+                .fetch_one(&su)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(keys(lead.id).await, 1);
+    service
+        .erase(&admin(), lead.id, None, ErasureReason::DataSubjectRequest)
+        .await
+        .unwrap();
+    assert_eq!(keys(lead.id).await, 0);
+    // And by retention, as the system.
+    let mut data = LeadData::new(CompanyName::parse("Verloren KG").unwrap(), "DE").unwrap();
+    data.email = Some(Email::parse("lost@example.org").unwrap());
+    let (lost, _) = service
+        .create(&rep("rep-1"), keyed(data, "rep-key-2"))
+        .await
+        .unwrap();
+    service
+        .update(
+            &rep("rep-1"),
+            lost.id,
+            None,
+            LeadPatch {
+                status: Some(LeadStatus::Lost),
+                ..LeadPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(keys(lost.id).await, 1);
+    clock.set(NOW + Duration::days(731));
+    let report = service
+        .retention(&RetentionPolicy::default(), 10)
+        .await
+        .unwrap();
+    assert_eq!(report.leads_erased, 1);
+    assert_eq!(keys(lost.id).await, 0);
+    assert!(!erased(&db, other.id).await);
     db.close().await;
 }
