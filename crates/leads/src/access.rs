@@ -217,6 +217,51 @@ mod tests {
     }
 
     #[test]
+    fn being_named_owner_or_collaborator_gives_a_viewer_no_write() {
+        // Only a sales rep writes through ownership: a viewer named as owner or collaborator
+        // (data from before a role change) still only reads.
+        let viewer = Actor::new(u("v"), [Role::Viewer], [TerritoryId::De]);
+        let named: BTreeSet<_> = [u("v")].into();
+        for (owner, collaborators) in [(Some(u("v")), BTreeSet::new()), (None, named)] {
+            let lead = LeadFacts {
+                territory: TerritoryId::De,
+                owner: owner.as_ref(),
+                collaborators: &collaborators,
+            };
+            assert_eq!(decide(&viewer, &lead, Action::Read), Decision::Allow);
+            for action in [Action::LogActivity, Action::Update, Action::Delete] {
+                assert_eq!(
+                    decide(&viewer, &lead, action),
+                    Decision::Forbidden,
+                    "{action:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_roles_that_read_leads_may_list_them() {
+        assert!(may_list_leads(&Actor::system()));
+        for role in [Role::Admin, Role::Manager, Role::Sales, Role::Viewer] {
+            assert!(may_list_leads(&Actor::new(
+                u("x"),
+                [role],
+                [TerritoryId::De]
+            )));
+        }
+        assert!(!may_list_leads(&Actor::new(
+            u("svc"),
+            [Role::Service],
+            [TerritoryId::De]
+        )));
+        assert!(!may_list_leads(&Actor::new(
+            u("none"),
+            [],
+            [TerritoryId::De]
+        )));
+    }
+
+    #[test]
     fn sales_owner_in_foreign_territory_sees_nothing() {
         let owner = u("owner");
         let none = BTreeSet::new();

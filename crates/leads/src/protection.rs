@@ -283,4 +283,84 @@ mod tests {
             datetime!(2026-01-01 00:00 UTC) + Duration::days(60) + Duration::seconds(100)
         );
     }
+
+    #[test]
+    fn the_pause_credited_before_an_instant_is_the_completed_pauses_plus_the_running_one_up_to_it()
+    {
+        let stopped = datetime!(2026-03-01 10:00 UTC);
+        let running = Protection {
+            paused_seconds: 500,
+            clock_stopped_at: Some(stopped),
+            ..Protection::default()
+        };
+        // Before the running pause began it counts nothing; after, every second of it.
+        assert_eq!(running.paused_before(stopped - Duration::hours(1)), 500);
+        assert_eq!(running.paused_before(stopped), 500);
+        assert_eq!(running.paused_before(stopped + Duration::seconds(90)), 590);
+        // Without a running pause: the completed ones, at any instant.
+        let resumed = Protection {
+            paused_seconds: 500,
+            ..Protection::default()
+        };
+        assert_eq!(resumed.paused_before(stopped + Duration::days(9)), 500);
+        assert_eq!(Protection::default().paused_before(stopped), 0);
+    }
+
+    #[test]
+    fn each_grace_window_starts_where_the_rule_says() {
+        let policy = ProtectionPolicy::default();
+        let registered = datetime!(2026-01-01 00:00 UTC);
+        let p = Protection::default();
+        let protected_until = p.protected_until(registered, &policy);
+        let facts = |status| SweepFacts {
+            status,
+            registered_at: registered,
+            last_meaningful_contact_at: None,
+            protection: &p,
+        };
+        // 60 days without contact: the reminder's grace runs from the sweep's now.
+        let now = registered + Duration::days(61);
+        assert_eq!(
+            next_transition(&facts(LeadStatus::Active), now, &policy),
+            Some(AutoTransition::Reminder {
+                grace_until: now + policy.grace
+            })
+        );
+        // Protection over: the grace period runs from protectedUntil, however late the sweep.
+        let late = protected_until + Duration::days(3);
+        let registered_only = Protection::default();
+        let contacted = SweepFacts {
+            status: LeadStatus::Active,
+            registered_at: registered,
+            last_meaningful_contact_at: Some(late - Duration::days(1)),
+            protection: &registered_only,
+        };
+        assert_eq!(
+            next_transition(&contacted, late, &policy),
+            Some(AutoTransition::GracePeriod {
+                grace_until: protected_until + policy.grace
+            })
+        );
+        // A GRACE_PERIOD lead without a recorded window expires grace after protectedUntil.
+        assert_eq!(
+            next_due(&facts(LeadStatus::GracePeriod), &policy),
+            Some(protected_until + policy.grace)
+        );
+        assert_eq!(
+            next_transition(
+                &facts(LeadStatus::GracePeriod),
+                protected_until + policy.grace - Duration::seconds(1),
+                &policy
+            ),
+            None
+        );
+        assert_eq!(
+            next_transition(
+                &facts(LeadStatus::GracePeriod),
+                protected_until + policy.grace,
+                &policy
+            ),
+            Some(AutoTransition::Expire)
+        );
+    }
 }

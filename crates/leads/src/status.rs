@@ -242,6 +242,31 @@ mod tests {
         proptest::sample::select(LeadStatus::ALL.to_vec())
     }
 
+    #[test]
+    fn open_is_exactly_registered_and_active() {
+        // SPEC §6: eligible for follow-ups (and pending in the cockpit) only while REGISTERED or
+        // ACTIVE.
+        for s in LeadStatus::ALL {
+            assert_eq!(
+                s.is_open(),
+                matches!(s, LeadStatus::Registered | LeadStatus::Active),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn terminal_is_exactly_what_the_status_table_lets_nothing_leave() {
+        // SPEC §4.3: CONVERTED, LOST and DELETED move nowhere; every other status has a way out
+        // (EXPIRED back to ACTIVE for a manager).
+        for from in LeadStatus::ALL {
+            let stuck = LeadStatus::ALL
+                .into_iter()
+                .all(|to| manual_transition(from, to, false).is_err());
+            assert_eq!(from.is_terminal(), stuck, "{from}");
+        }
+    }
+
     proptest! {
         #[test]
         fn no_transition_outside_the_table_is_accepted(from in status(), to in status(), stopped in any::<bool>()) {

@@ -400,15 +400,21 @@ async fn a_run_over_http_sends_due_follow_ups_records_them_and_holds_the_cluster
     assert_eq!(count_of(&timeline(&app, &b).await, "FOLLOWUP_SKIPPED"), 1);
 
     // The run's events reach the replica's consumers at once (the follow-up store wakes the
-    // pipeline after each commit; without that, only its 5-second poll would).
+    // pipeline after each commit; without that, only its 5-second poll would). The creates'
+    // events may still be on their way: an event is delivered once every older transaction on
+    // the cluster has ended, and other tests run alongside — so they are skipped here, and the
+    // bound stays well below the poll.
     let mut types = Vec::new();
     while types.len() < 3 {
-        let left = (ran + Duration::from_secs(1)).saturating_duration_since(Instant::now());
+        let left = (ran + Duration::from_secs(3)).saturating_duration_since(Instant::now());
         let m = stream
             .next_message(left)
             .await
-            .unwrap_or_else(|| panic!("only {types:?} within 1 s of the run"));
-        types.push(m.json()["type"].as_str().unwrap().to_owned());
+            .unwrap_or_else(|| panic!("only {types:?} within 3 s of the run"));
+        let t = m.json()["type"].as_str().unwrap().to_owned();
+        if t.starts_with("lead.followup.") {
+            types.push(t);
+        }
     }
     types.sort();
     assert_eq!(
