@@ -7,7 +7,6 @@
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use sqlx::Row as _;
 
 use freshplan_mail_smtp::testing::Sink;
 
@@ -42,58 +41,13 @@ async fn json_of(r: reqwest::Response, status: u16) -> (Value, Option<String>) {
     (serde_json::from_str(&text).unwrap(), etag)
 }
 
-/// Every place in the database (every table of every non-system schema; each row as text —
-/// which covers text, varchar, json, jsonb and array columns — and each bytea column as bytes)
-/// where `needle` occurs, case-insensitively.
+/// Every place in the database where `needle` occurs (every table, every text, JSON, array and
+/// byte column: [`freshplan_store_postgres::testing::occurrences`]).
 async fn occurrences(database_url: &str, needle: &str) -> Vec<String> {
-    let pool = sqlx::PgPool::connect(database_url).await.unwrap();
-    let tables = sqlx::query(
-        "select table_schema, table_name from information_schema.tables \
-          where table_type = 'BASE TABLE' \
-            and table_schema not in ('pg_catalog', 'information_schema')",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert!(tables.len() >= 15, "every table is scanned");
-    let mut found = Vec::new();
-    for t in &tables {
-        let (schema, table): (String, String) = (t.get(0), t.get(1));
-        let n: i64 = sqlx::query_scalar(&format!(
-            "select count(*) from \"{schema}\".\"{table}\" t \
-              where strpos(lower(t::text), lower($1)) > 0"
-        ))
-        .bind(needle)
-        .fetch_one(&pool)
+    let (found, tables) = freshplan_store_postgres::testing::occurrences(database_url, needle)
         .await
         .unwrap();
-        if n > 0 {
-            found.push(format!("{schema}.{table}: {n} rows"));
-        }
-        let bytea: Vec<String> = sqlx::query_scalar(
-            "select column_name::text from information_schema.columns \
-              where table_schema = $1 and table_name = $2 and data_type = 'bytea'",
-        )
-        .bind(&schema)
-        .bind(&table)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-        for column in bytea {
-            let n: i64 = sqlx::query_scalar(&format!(
-                "select count(*) from \"{schema}\".\"{table}\" \
-                  where position(convert_to($1, 'UTF8') in \"{column}\") > 0"
-            ))
-            .bind(needle)
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-            if n > 0 {
-                found.push(format!("{schema}.{table}.{column}: {n} rows"));
-            }
-        }
-    }
-    pool.close().await;
+    assert!(tables >= 15, "every table is scanned ({tables})");
     found
 }
 
