@@ -156,6 +156,26 @@ impl LeadStore for InMemoryLeadStore {
     }
 }
 
+/// The `page`-th page of `size` items of `all` (already in order), with the total.
+fn page_of<T>(all: Vec<T>, page: u32, size: u32) -> Page<T> {
+    let total = all.len() as u64;
+    let items = all
+        .into_iter()
+        .skip((page as usize) * (size as usize))
+        .take(size as usize)
+        .collect();
+    Page { items, total }
+}
+
+/// A lead's timeline entries, in no particular order.
+fn timeline_of(work: &State, lead_id: Uuid) -> Vec<Activity> {
+    work.activities
+        .iter()
+        .filter(|a| a.lead_id == lead_id)
+        .cloned()
+        .collect()
+}
+
 fn cmp_opt<T: Ord>(a: &Option<T>, b: &Option<T>) -> std::cmp::Ordering {
     // NULLs last, as the SQL adapter sorts them.
     match (a, b) {
@@ -223,21 +243,9 @@ impl LeadTx for InMemoryTx {
         page: u32,
         size: u32,
     ) -> Result<Page<Activity>, StoreError> {
-        let mut all: Vec<_> = self
-            .work
-            .activities
-            .iter()
-            .filter(|a| a.lead_id == lead_id)
-            .cloned()
-            .collect();
+        let mut all = timeline_of(&self.work, lead_id);
         all.sort_by(|a, b| b.occurred_at.cmp(&a.occurred_at).then(b.id.cmp(&a.id)));
-        let total = all.len() as u64;
-        let items = all
-            .into_iter()
-            .skip((page as usize) * (size as usize))
-            .take(size as usize)
-            .collect();
-        Ok(Page { items, total })
+        Ok(page_of(all, page, size))
     }
 
     async fn list(&mut self, q: &LeadQuery) -> Result<Page<Lead>, StoreError> {
@@ -291,13 +299,7 @@ impl LeadTx for InMemoryTx {
             .then(a.id.cmp(&b.id));
             if q.descending { o.reverse() } else { o }
         });
-        let total = rows.len() as u64;
-        let items = rows
-            .into_iter()
-            .skip((q.page as usize) * (q.size as usize))
-            .take(q.size as usize)
-            .collect();
-        Ok(Page { items, total })
+        Ok(page_of(rows, q.page, q.size))
     }
 
     async fn append_event(&mut self, event: &CloudEvent) -> Result<(), StoreError> {
@@ -360,13 +362,7 @@ impl LeadTx for InMemoryTx {
     }
 
     async fn personal_records(&mut self, lead_id: Uuid) -> Result<PersonalRecords, StoreError> {
-        let mut activities: Vec<Activity> = self
-            .work
-            .activities
-            .iter()
-            .filter(|a| a.lead_id == lead_id)
-            .cloned()
-            .collect();
+        let mut activities = timeline_of(&self.work, lead_id);
         activities.sort_by(|a, b| a.occurred_at.cmp(&b.occurred_at).then(a.id.cmp(&b.id)));
         let subject = lead_id.to_string();
         let events = self
@@ -472,13 +468,7 @@ impl LeadTx for InMemoryTx {
     async fn list_audit(&mut self, page: u32, size: u32) -> Result<Page<AuditEntry>, StoreError> {
         let mut all = self.work.audit.clone();
         all.sort_by(|a, b| b.at.cmp(&a.at).then(b.id.cmp(&a.id)));
-        let total = all.len() as u64;
-        let items = all
-            .into_iter()
-            .skip((page as usize) * (size as usize))
-            .take(size as usize)
-            .collect();
-        Ok(Page { items, total })
+        Ok(page_of(all, page, size))
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {

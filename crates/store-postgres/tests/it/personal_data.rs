@@ -2,35 +2,18 @@
 //! never waits for a lead another transaction holds, and the export as a manager under
 //! row-level security.
 
-use std::sync::Arc;
-
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use freshplan_kernel::testing::SequentialIds;
-use freshplan_kernel::{Actor, FixedClock, Role, TerritoryId};
+use freshplan_kernel::{Actor, Role, TerritoryId};
 use freshplan_leads::model::{CompanyName, Email};
 use freshplan_leads::personal::{ErasureReason, RetentionPolicy};
-use freshplan_leads::protection::ProtectionPolicy;
 use freshplan_leads::status::LeadStatus;
-use freshplan_leads::{CreateLead, Lead, LeadData, LeadError, LeadPatch, LeadService};
-use freshplan_store_postgres::PgLeadStore;
+use freshplan_leads::{CreateLead, Lead, LeadData, LeadError, LeadPatch};
 
 use crate::helpers::{Db, NOW, admin, rep, uid};
-
-type Service = LeadService<PgLeadStore, Arc<FixedClock>, SequentialIds>;
-
-fn service(db: &Db) -> (Service, Arc<FixedClock>) {
-    let clock = Arc::new(FixedClock::new(NOW));
-    let service = LeadService::new(
-        db.store(),
-        clock.clone(),
-        SequentialIds::default(),
-        ProtectionPolicy::default(),
-    );
-    (service, clock)
-}
+use crate::service::{Service, service};
 
 async fn create(service: &Service, name: &str, email: &str) -> Lead {
     let mut data = LeadData::new(CompanyName::parse(name).unwrap(), "DE").unwrap();

@@ -17,9 +17,10 @@ use freshplan_store_postgres::PgLeadStore;
 
 use crate::helpers::{Db, NOW, admin, rep};
 
-type Service = LeadService<PgLeadStore, Arc<FixedClock>, SequentialIds>;
+/// The lead service on the test database, with a fixed clock at [`NOW`].
+pub(crate) type Service = LeadService<PgLeadStore, Arc<FixedClock>, SequentialIds>;
 
-fn service(db: &Db) -> (Service, Arc<FixedClock>) {
+pub(crate) fn service(db: &Db) -> (Service, Arc<FixedClock>) {
     let clock = Arc::new(FixedClock::new(NOW));
     let service = LeadService::new(
         db.store(),
