@@ -905,7 +905,15 @@ async fn mail_reaches_a_real_smtp_server_and_one_click_from_its_headers_unsubscr
     let got = received(&sink, 1).await;
 
     // What arrived: recipient, sender, subject, bodies, footer, unsubscribe link.
-    let stored = mail_of(&app, &a).await;
+    // The sink has the message once the SMTP server accepted it; the outbox
+    // records SENT right after, in its own transaction.
+    let stored = eventually(
+        Duration::from_secs(10),
+        "A's mail is recorded as sent",
+        || mail_of(&app, &a),
+        |m| m["status"] == "SENT",
+    )
+    .await;
     let r = got
         .iter()
         .find(|r| r.to == ["kueche@adler.test".to_owned()])
