@@ -65,6 +65,20 @@ enum Cmd {
         #[command(subcommand)]
         what: bench::BenchCmd,
     },
+    /// The database work per API operation (statements, nested statements, rows, buffers, WAL
+    /// bytes) on a private PostgreSQL with pg_stat_statements, checked against
+    /// xtask/cost-budgets.toml (also a step of `test`).
+    Cost {
+        /// Write the measured figures to the budgets file (keeping each operation's reason).
+        #[arg(long)]
+        update: bool,
+        /// Print every operation's statements, not only those over budget.
+        #[arg(long)]
+        verbose: bool,
+        /// Measure this server binary instead of a debug build of the workspace.
+        #[arg(long)]
+        server_binary: Option<PathBuf>,
+    },
     /// Run only the schemathesis step of `test`: a fresh seeded database, `freshplan serve`,
     /// `schemathesis run --checks all` with every phase as an admin and as a sales rep.
     Schemathesis {
@@ -125,6 +139,13 @@ fn main() -> ExitCode {
             territories,
         } => token(&root, &sub, &roles, &territories),
         Cmd::Bench { what } => bench::run(&root, what),
+        Cmd::Cost {
+            update,
+            verbose,
+            server_binary,
+        } => server_binary
+            .map_or_else(|| demo::build(&root, false), Ok)
+            .and_then(|binary| bench::cost::check(&root, &binary, update, verbose)),
         Cmd::Demo(args) => demo::run(&root, &args),
     };
     match result {

@@ -141,12 +141,19 @@ impl PrivateServer {
 
 /// Starts (or reuses, when one already runs there) the private server of `<workspace>/.freshplan/pg`.
 pub(crate) fn start_private(workspace_root: &Path) -> Result<PgHandle> {
+    start_cluster(workspace_root, "pg", "")
+}
+
+/// Starts (or reuses) the private server of `<workspace>/.freshplan/<name>` with further server
+/// options (`-c name=value …`, given to `postgres` at start, so the cluster's files stay as
+/// `initdb` made them).
+pub(crate) fn start_cluster(workspace_root: &Path, name: &str, options: &str) -> Result<PgHandle> {
     let bin = find_pg_bin()?;
     let initdb = bin.join("initdb");
     let pg_ctl = bin.join("pg_ctl");
     let runner = Runner::detect()?;
 
-    let base = cluster_base(workspace_root, &runner)?;
+    let base = cluster_base(workspace_root, name, &runner)?;
     let data_dir = base.join("data");
     let socket_dir = base.join("run");
     let log_file = base.join("postgres.log");
@@ -217,7 +224,7 @@ pub(crate) fn start_private(workspace_root: &Path) -> Result<PgHandle> {
             "-t".into(),
             "60".into(),
             "-o".into(),
-            format!("-p {port} -k {socket_dir_option}").into(),
+            format!("-p {port} -k {socket_dir_option} {options}").into(),
         ],
     )?;
     if !started.status.success() {
@@ -293,10 +300,10 @@ fn init_cluster(runner: &Runner, initdb: &Path, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `<workspace>/.freshplan/pg`, or a folder under the temporary directory when the `postgres`
+/// `<workspace>/.freshplan/<name>`, or a folder under the temporary directory when the `postgres`
 /// OS user cannot reach the workspace (a checkout under `/root`, say).
-fn cluster_base(workspace_root: &Path, runner: &Runner) -> Result<PathBuf> {
-    let base = workspace_root.join(".freshplan").join("pg");
+fn cluster_base(workspace_root: &Path, name: &str, runner: &Runner) -> Result<PathBuf> {
+    let base = workspace_root.join(".freshplan").join(name);
     fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
     if runner.can_reach(&workspace_root.join(".freshplan"))? {
         return Ok(base);
@@ -304,7 +311,7 @@ fn cluster_base(workspace_root: &Path, runner: &Runner) -> Result<PathBuf> {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     workspace_root.hash(&mut hasher);
-    let fallback = std::env::temp_dir().join(format!("freshplan-pg-{:016x}", hasher.finish()));
+    let fallback = std::env::temp_dir().join(format!("freshplan-{name}-{:016x}", hasher.finish()));
     println!(
         "xtask: the `{PG_OS_USER}` user cannot reach {}; keeping the private cluster in {}",
         base.display(),

@@ -86,6 +86,11 @@ pub(crate) fn run(
                 println!("xtask: TypeScript client: {e:#}");
                 failed.push("the TypeScript client check");
             }
+            println!("\nxtask: the database work per operation against its budgets");
+            if let Err(e) = crate::bench::cost::check(workspace_root, &binary, false, false) {
+                println!("xtask: cost guard: {e:#}");
+                failed.push("the cost guard");
+            }
             if skip_schemathesis {
                 println!("xtask: skipping schemathesis (--skip-schemathesis)");
             } else {

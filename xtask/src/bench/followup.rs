@@ -814,7 +814,7 @@ update leads l
 
 /// Seconds to add to `now` so that both territories are in business hours for the next 75
 /// minutes (0 when they already are), a quarter of an hour into the slot.
-fn business_shift(now: OffsetDateTime) -> i64 {
+pub(crate) fn business_shift(now: OffsetDateTime) -> i64 {
     use freshplan_territory::{in_business_hours, next_business_slot};
     let open = |t: OffsetDateTime| {
         [TerritoryId::De, TerritoryId::Ch].into_iter().all(|z| {

@@ -84,7 +84,7 @@ pub(crate) const LIST_SHAPES: [&str; 3] = [
     "manager DE+CH: `businessType=HOTEL&sort=estimatedVolume,desc&size=50`",
 ];
 
-fn list_path(shape: u64) -> &'static str {
+pub(crate) fn list_path(shape: u64) -> &'static str {
     match shape % 3 {
         0 => "/api/leads?status=REGISTERED&status=ACTIVE&territory=DE&sort=updatedAt,desc&size=50",
         1 => "/api/leads?status=ACTIVE&sort=companyName,asc&size=50",
@@ -240,6 +240,27 @@ impl Conn {
         let status = resp.status().as_u16();
         resp.into_body().collect().await?;
         Ok(status)
+    }
+
+    /// Sends one request with a bearer token (a JSON or merge-patch body, `If-Match: *` when
+    /// `if_match`); returns the status and the body.
+    pub(crate) async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<(&'static str, String)>,
+        if_match: bool,
+    ) -> Result<(u16, Bytes)> {
+        self.send(&Req {
+            kind: Kind::Get,
+            method,
+            path: path.to_owned(),
+            token: token.to_owned(),
+            body: body.map(|(ct, b)| (ct, Bytes::from(b))),
+            if_match,
+        })
+        .await
     }
 
     async fn send(&mut self, r: &Req) -> Result<(u16, Bytes)> {

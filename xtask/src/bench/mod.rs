@@ -9,6 +9,7 @@
 //! The server, PostgreSQL and the load generator share the machine, so the figures compare best
 //! as ratios within one run (API vs pgbench floor), not across machines.
 
+pub(crate) mod cost;
 mod events;
 mod followup;
 mod load;

@@ -114,7 +114,7 @@ pub(crate) async fn prepare(
 }
 
 /// Runs `freshplan migrate` on `url`; `false` when it fails.
-fn migrate(freshplan: &Path, url: &str) -> Result<bool> {
+pub(crate) fn migrate(freshplan: &Path, url: &str) -> Result<bool> {
     let out = Command::new(freshplan)
         .arg("migrate")
         .env("DATABASE_URL", url)
@@ -160,7 +160,7 @@ pub(crate) async fn cleanup(conn: &mut PgConnection) -> Result<()> {
 /// after the last meaningful contact or the registration), owners spread over the reps
 /// (a fifth of them in CH), a tenth of the leads with a collaborator, mixed statuses, business
 /// types and volumes.
-async fn seed(conn: &mut PgConnection, leads: u64) -> Result<()> {
+pub(crate) async fn seed(conn: &mut PgConnection, leads: u64) -> Result<()> {
     let started = Instant::now();
     let reps = rep_count(leads);
     println!("xtask bench: seeding {leads} leads owned by {reps} reps (bulk SQL)");
