@@ -1641,7 +1641,7 @@ pub(crate) async fn load(pool: &PgPool, data: &Dataset) -> Result<()> {
             .await
             .with_context(|| format!("inserting lead {}", lead.data.company_name.as_str()))?;
     }
-    let conn = tx.connection();
+    let conn = tx.connection().await?;
     for chunk in data.activities.chunks(CHUNK) {
         sqlx::query(
             "insert into activities \

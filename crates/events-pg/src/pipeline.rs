@@ -86,10 +86,14 @@ pub struct PipelineConfig {
 impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
         PipelineConfig {
-            notify_window: Duration::from_millis(50),
+            // Short enough that an event under steady load waits ≈ 2.5 ms for its NOTIFY on
+            // average; at most 200 NOTIFYs per channel and second per replica (issue 12).
+            notify_window: Duration::from_millis(5),
             poll_interval: Duration::from_secs(5),
-            blocked_poll_min: Duration::from_millis(20),
-            blocked_poll_max: Duration::from_secs(1),
+            // While events wait behind an older open transaction: re-read after 5 ms, doubling
+            // to 100 ms (at most 10 reads a second while nothing else wakes the reader).
+            blocked_poll_min: Duration::from_millis(5),
+            blocked_poll_max: Duration::from_millis(100),
             ping_interval: Duration::from_secs(15),
             ping_timeout: Duration::from_secs(5),
             query_timeout: Duration::from_secs(30),

@@ -202,7 +202,9 @@ pub trait LeadTx: Send {
         expected_version: i64,
     ) -> impl Future<Output = Result<(), WriteError>> + Send;
 
-    /// Appends a timeline entry.
+    /// Appends a timeline entry. A store may send it with the transaction's next statement or at
+    /// commit (the PostgreSQL store does): a refused entry (a lead the caller cannot see) then
+    /// fails that statement or the commit, and nothing of the transaction is written.
     fn insert_activity(
         &mut self,
         activity: &Activity,
@@ -222,7 +224,8 @@ pub trait LeadTx: Send {
         query: &LeadQuery,
     ) -> impl Future<Output = Result<Page<Lead>, StoreError>> + Send;
 
-    /// Writes an event to the outbox in this transaction.
+    /// Writes an event to the outbox in this transaction (sent at the latest with the commit, as
+    /// [`LeadTx::insert_activity`]).
     fn append_event(
         &mut self,
         event: &CloudEvent,
@@ -257,7 +260,8 @@ pub trait LeadTx: Send {
         id: Uuid,
     ) -> impl Future<Output = Result<Option<Lead>, WriteError>> + Send;
 
-    /// Records a change of a lead's email consent in the ledger.
+    /// Records a change of a lead's email consent in the ledger (sent at the latest with the
+    /// commit, as [`LeadTx::insert_activity`]).
     fn insert_consent_change(
         &mut self,
         change: &ConsentChange,

@@ -100,7 +100,76 @@ pub struct PgLeadTx {
     /// a hook).
     after_commit: Option<Hook>,
     appended: Vec<CloudEvent>,
+    /// Rows written but not yet sent (see [`Pending`]).
+    pending: Pending,
 }
+
+/// Rows the unit of work has written but not yet sent: timeline entries, consent-ledger rows and
+/// outbox events. They go to PostgreSQL together in one statement ([`FLUSH`]) before the next
+/// statement of the transaction or before `COMMIT`, so every later statement sees them as if each
+/// had been inserted at once, and a create or a change sends one statement for its entry, its
+/// ledger row and its event instead of one each (the write path's round trips, issue 12).
+#[derive(Debug, Default)]
+struct Pending {
+    activities: Vec<Activity>,
+    consents: Vec<ConsentChange>,
+    events: Vec<PendingEvent>,
+}
+
+#[derive(Debug)]
+struct PendingEvent {
+    id: Uuid,
+    source: String,
+    event_type: String,
+    subject: Option<String>,
+    territory: Option<&'static str>,
+    payload: serde_json::Value,
+    dashboard: bool,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.activities.is_empty() && self.consents.is_empty() && self.events.is_empty()
+    }
+}
+
+/// Inserts the pending rows, each kind in its order of writing: the timeline entries and ledger
+/// rows take their territory from their lead (the composite foreign keys keep them equal; a lead
+/// the caller cannot see yields no row, which [`PgLeadTx::flush`] reports), the events as given.
+/// Foreign keys are checked at the end of the statement, after all three inserts.
+const FLUSH: &str = "\
+with a as (
+    insert into activities
+        (id, lead_id, territory_id, type, occurred_at, description, user_id, meaningful_contact,
+         metadata, created_at)
+    select a.id, l.id, l.territory_id, a.type, a.occurred_at, a.description, a.user_id,
+           a.meaningful_contact, a.metadata, a.created_at
+      from unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+                  $7::bool[], $8::jsonb[], $9::timestamptz[]) with ordinality
+               as a(id, lead_id, type, occurred_at, description, user_id, meaningful_contact,
+                    metadata, created_at, ord)
+      join leads l on l.id = a.lead_id
+     order by a.ord
+    returning 1
+), c as (
+    insert into consent_changes (id, lead_id, territory_id, consent, source, changed_at, changed_by)
+    select c.id, l.id, l.territory_id, c.consent, c.source, c.changed_at, c.changed_by
+      from unnest($10::uuid[], $11::uuid[], $12::bool[], $13::text[], $14::timestamptz[],
+                  $15::text[]) with ordinality
+               as c(id, lead_id, consent, source, changed_at, changed_by, ord)
+      join leads l on l.id = c.lead_id
+     order by c.ord
+    returning 1
+), e as (
+    insert into event_outbox (event_id, source, type, subject, territory_id, payload, dashboard)
+    select e.event_id, e.source, e.type, e.subject, e.territory_id, e.payload, e.dashboard
+      from unnest($16::uuid[], $17::text[], $18::text[], $19::text[], $20::text[], $21::jsonb[],
+                  $22::bool[]) with ordinality
+               as e(event_id, source, type, subject, territory_id, payload, dashboard, ord)
+     order by e.ord
+    returning 1
+)
+select (select count(*) from a), (select count(*) from c), (select count(*) from e)";
 
 /// Whether `actor` sees leads only through the sales arm of the leads policy (owned or
 /// collaborating): a sales rep without admin, manager or viewer. The policy (migrations/0002)
@@ -125,9 +194,89 @@ impl fmt::Debug for PgLeadTx {
 
 impl PgLeadTx {
     /// The transaction's connection, for further statements in the same transaction and
-    /// context (e.g. a read model, or tests issuing raw SQL under row-level security).
-    pub fn connection(&mut self) -> &mut PgConnection {
-        &mut self.tx
+    /// context (e.g. a read model, or tests issuing raw SQL under row-level security); what the
+    /// unit of work wrote so far is sent first.
+    pub async fn connection(&mut self) -> Result<&mut PgConnection, StoreError> {
+        self.flush().await?;
+        Ok(&mut self.tx)
+    }
+
+    /// Sends the pending rows ([`Pending`], [`FLUSH`]); nothing when there are none.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let Pending {
+            activities: a,
+            consents: c,
+            events: e,
+        } = std::mem::take(&mut self.pending);
+        let (na, nc, ne): (i64, i64, i64) = sqlx::query_as(FLUSH)
+            .bind(a.iter().map(|a| a.id).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.lead_id).collect::<Vec<_>>())
+            .bind(
+                a.iter()
+                    .map(|a| a.activity_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(a.iter().map(|a| a.occurred_at).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.description.clone()).collect::<Vec<_>>())
+            .bind(
+                a.iter()
+                    .map(|a| a.user_id.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(a.iter().map(|a| a.meaningful_contact).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.metadata.clone()).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.created_at).collect::<Vec<_>>())
+            .bind(c.iter().map(|c| c.id).collect::<Vec<_>>())
+            .bind(c.iter().map(|c| c.lead_id).collect::<Vec<_>>())
+            .bind(c.iter().map(|c| c.consent).collect::<Vec<_>>())
+            .bind(c.iter().map(|c| c.source.as_str()).collect::<Vec<_>>())
+            .bind(c.iter().map(|c| c.changed_at).collect::<Vec<_>>())
+            .bind(
+                c.iter()
+                    .map(|c| c.changed_by.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(e.iter().map(|e| e.id).collect::<Vec<_>>())
+            .bind(e.iter().map(|e| e.source.clone()).collect::<Vec<_>>())
+            .bind(e.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
+            .bind(e.iter().map(|e| e.subject.clone()).collect::<Vec<_>>())
+            .bind(e.iter().map(|e| e.territory).collect::<Vec<_>>())
+            .bind(e.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+            .bind(e.iter().map(|e| e.dashboard).collect::<Vec<_>>())
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(store_error(
+                "insert timeline entries, consent changes and events",
+            ))?;
+        let missing = |n: i64, rows: Vec<Uuid>, what: &str| {
+            (usize::try_from(n).ok() != Some(rows.len())).then(|| {
+                StoreError::msg(format!(
+                    "{what}: {} of {} rows were written (a lead among {rows:?} not found)",
+                    n,
+                    rows.len()
+                ))
+            })
+        };
+        if let Some(error) = missing(
+            na,
+            a.iter().map(|a| a.lead_id).collect(),
+            "insert activities",
+        )
+        .or_else(|| {
+            missing(
+                nc,
+                c.iter().map(|c| c.lead_id).collect(),
+                "record consent changes",
+            )
+        })
+        .or_else(|| missing(ne, e.iter().map(|e| e.id).collect(), "append events"))
+        {
+            return Err(error);
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +294,7 @@ impl LeadStore for PgLeadStore {
             policy: self.policy,
             after_commit: self.after_commit.clone(),
             appended: Vec::new(),
+            pending: Pending::default(),
         })
     }
 }
@@ -499,6 +649,7 @@ static REDACT_EVENTS: LazyLock<Vec<String>> = LazyLock::new(|| {
 
 impl LeadTx for PgLeadTx {
     async fn read(&mut self, id: Uuid) -> Result<Option<Lead>, StoreError> {
+        self.flush().await?;
         // No row lock: a lock would make every read a writing transaction (a transaction id, a
         // WAL record for the lock and a WAL flush at commit) and queue it behind writers.
         let row = sqlx::query(&READ_LEAD)
@@ -510,6 +661,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn get(&mut self, id: Uuid) -> Result<Option<Lead>, StoreError> {
+        self.flush().await?;
         // `no key update`: serialises changes to the lead without blocking inserts that merely
         // reference it (activities, follow-ups). Plain reads use `read`, which does not lock.
         let row = sqlx::query(&format!(
@@ -527,6 +679,7 @@ impl LeadTx for PgLeadTx {
         keys: &DuplicateKeys,
         except: Option<Uuid>,
     ) -> Result<Option<Lead>, StoreError> {
+        self.flush().await?;
         let row = sqlx::query(&format!(
             "select {LEAD_COLUMNS} from {LEAD_FROM} \
              where l.status <> 'DELETED' and (l.email_key = $1 or l.company_key = $2) \
@@ -543,6 +696,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn insert(&mut self, lead: &Lead) -> Result<(), WriteError> {
+        self.flush().await?;
         bind_lead(sqlx::query(&INSERT_LEAD), lead, &self.policy)
             .execute(&mut *self.tx)
             .await
@@ -551,6 +705,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn update(&mut self, lead: &Lead, expected_version: i64) -> Result<(), WriteError> {
+        self.flush().await?;
         let done = bind_lead(sqlx::query(&UPDATE_LEAD), lead, &self.policy)
             .bind(expected_version)
             .execute(&mut *self.tx)
@@ -563,32 +718,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn insert_activity(&mut self, activity: &Activity) -> Result<(), StoreError> {
-        // The territory comes from the lead (the composite foreign key keeps them equal).
-        let done = sqlx::query(
-            "insert into activities \
-               (id, lead_id, territory_id, type, occurred_at, description, user_id, \
-                meaningful_contact, metadata, created_at) \
-             select $1, l.id, l.territory_id, $3, $4, $5, $6, $7, $8, $9 \
-               from leads l where l.id = $2",
-        )
-        .bind(activity.id)
-        .bind(activity.lead_id)
-        .bind(activity.activity_type.as_str())
-        .bind(activity.occurred_at)
-        .bind(activity.description.clone())
-        .bind(activity.user_id.as_str().to_owned())
-        .bind(activity.meaningful_contact)
-        .bind(activity.metadata.clone())
-        .bind(activity.created_at)
-        .execute(&mut *self.tx)
-        .await
-        .map_err(store_error("insert an activity"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::msg(format!(
-                "insert an activity: lead {} not found",
-                activity.lead_id
-            )));
-        }
+        self.pending.activities.push(activity.clone());
         Ok(())
     }
 
@@ -598,6 +728,7 @@ impl LeadTx for PgLeadTx {
         page: u32,
         size: u32,
     ) -> Result<Page<Activity>, StoreError> {
+        self.flush().await?;
         let rows = sqlx::query(&format!(
             "select {ACTIVITY_COLUMNS}, \
                     (select count(*) from activities where lead_id = $1) as total_count \
@@ -631,6 +762,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn list(&mut self, query: &LeadQuery) -> Result<Page<Lead>, StoreError> {
+        self.flush().await?;
         if query
             .q
             .as_deref()
@@ -676,21 +808,15 @@ impl LeadTx for PgLeadTx {
             message: "encode an event".to_owned(),
             source: Some(Box::new(e)),
         })?;
-        sqlx::query(
-            "insert into event_outbox \
-               (event_id, source, type, subject, territory_id, payload, dashboard) \
-             values ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(event.id)
-        .bind(event.source.clone())
-        .bind(event.event_type.clone())
-        .bind(event.subject.clone())
-        .bind(territory.map(TerritoryId::as_str))
-        .bind(payload)
-        .bind(freshplan_leads::events::moves_dashboard(event))
-        .execute(&mut *self.tx)
-        .await
-        .map_err(store_error("append an event"))?;
+        self.pending.events.push(PendingEvent {
+            id: event.id,
+            source: event.source.clone(),
+            event_type: event.event_type.clone(),
+            subject: event.subject.clone(),
+            territory: territory.map(TerritoryId::as_str),
+            payload,
+            dashboard: freshplan_leads::events::moves_dashboard(event),
+        });
         if self.after_commit.is_some() {
             self.appended.push(event.clone());
         }
@@ -701,6 +827,7 @@ impl LeadTx for PgLeadTx {
         &mut self,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        self.flush().await?;
         let row = sqlx::query(
             "select request_hash, lead_id, created_at from idempotency_keys \
               where user_id = $1 and key = $2",
@@ -726,6 +853,7 @@ impl LeadTx for PgLeadTx {
         key: &str,
         record: &IdempotencyRecord,
     ) -> Result<(), WriteError> {
+        self.flush().await?;
         // A key held by a live record (another request, possibly still in flight: ON CONFLICT
         // waits for it) stays; an expired one is taken over, as the domain's window says.
         let done = sqlx::query(
@@ -770,6 +898,7 @@ impl LeadTx for PgLeadTx {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Lead>, StoreError> {
+        self.flush().await?;
         // Rows another replica's sweep holds are skipped, never waited for.
         let rows = sqlx::query(&format!(
             "select {LEAD_COLUMNS} from {LEAD_FROM} \
@@ -786,6 +915,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn get_nowait(&mut self, id: Uuid) -> Result<Option<Lead>, WriteError> {
+        self.flush().await?;
         let row = sqlx::query(&format!(
             "select {LEAD_COLUMNS} from {LEAD_FROM} where l.id = $1 for no key update of l nowait"
         ))
@@ -797,30 +927,12 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn insert_consent_change(&mut self, change: &ConsentChange) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "insert into consent_changes \
-               (id, lead_id, territory_id, consent, source, changed_at, changed_by) \
-             select $1, l.id, l.territory_id, $3, $4, $5, $6 from leads l where l.id = $2",
-        )
-        .bind(change.id)
-        .bind(change.lead_id)
-        .bind(change.consent)
-        .bind(change.source.as_str())
-        .bind(change.changed_at)
-        .bind(change.changed_by.as_str().to_owned())
-        .execute(&mut *self.tx)
-        .await
-        .map_err(store_error("record a consent change"))?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::msg(format!(
-                "record a consent change: lead {} not found",
-                change.lead_id
-            )));
-        }
+        self.pending.consents.push(change.clone());
         Ok(())
     }
 
     async fn personal_records(&mut self, lead_id: Uuid) -> Result<PersonalRecords, StoreError> {
+        self.flush().await?;
         let activities = sqlx::query(&format!(
             "select {ACTIVITY_COLUMNS} from activities where lead_id = $1 \
               order by occurred_at, id"
@@ -874,6 +986,7 @@ impl LeadTx for PgLeadTx {
         lead_id: Uuid,
         now: OffsetDateTime,
     ) -> Result<ErasureCounts, StoreError> {
+        self.flush().await?;
         let names = |types: Vec<ActivityType>| -> Vec<&'static str> {
             types.into_iter().map(ActivityType::as_str).collect()
         };
@@ -942,6 +1055,7 @@ impl LeadTx for PgLeadTx {
         cutoff: OffsetDateTime,
         limit: u32,
     ) -> Result<Vec<Lead>, StoreError> {
+        self.flush().await?;
         // The partial index leads_retention_idx serves exactly this predicate; rows another
         // transaction holds are skipped, never waited for.
         let rows = sqlx::query(&format!(
@@ -965,6 +1079,7 @@ impl LeadTx for PgLeadTx {
         now: OffsetDateTime,
         limit: u32,
     ) -> Result<u32, StoreError> {
+        self.flush().await?;
         let done = sqlx::query(
             "with due as ( \
                 select id from mail_outbox \
@@ -984,6 +1099,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn insert_audit(&mut self, entry: &AuditEntry) -> Result<(), StoreError> {
+        self.flush().await?;
         sqlx::query(
             "insert into audit_log \
                (id, at, actor, action, lead_id, territory_id, reason, leads_erased, \
@@ -1006,6 +1122,7 @@ impl LeadTx for PgLeadTx {
     }
 
     async fn list_audit(&mut self, page: u32, size: u32) -> Result<Page<AuditEntry>, StoreError> {
+        self.flush().await?;
         let items = sqlx::query(
             "select id, at, actor, action, lead_id, territory_id, reason, leads_erased, \
                     mail_bodies_erased \
@@ -1029,7 +1146,8 @@ impl LeadTx for PgLeadTx {
         })
     }
 
-    async fn commit(self) -> Result<(), StoreError> {
+    async fn commit(mut self) -> Result<(), StoreError> {
+        self.flush().await?;
         self.tx.commit().await.map_err(store_error("commit"))?;
         if let Some(Hook(hook)) = &self.after_commit
             && !self.appended.is_empty()

@@ -97,8 +97,12 @@ const OPERATIONS: [(&str, &str); 6] = [
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Cost {
     figures: BTreeMap<&'static str, f64>,
-    /// The statements (normalised text) with calls per operation, most frequent first.
-    statements: Vec<(String, f64, bool)>,
+    /// The statements (normalised text) with calls and execution time (ms) per operation, most
+    /// frequent first.
+    statements: Vec<(String, f64, bool, f64)>,
+    /// Execution time of the service's statements per operation, ms (informative: it moves
+    /// with the machine, so it has no budget).
+    exec_ms: f64,
 }
 
 /// `cargo xtask cost [--update] [--verbose]`: measures and checks against (or writes) the
@@ -129,8 +133,8 @@ pub(crate) fn check(root: &Path, freshplan: &Path, update: bool, verbose: bool) 
     );
     let _ = writeln!(
         report,
-        "  {:<9} {:>18} {:>18} {:>18} {:>20} {:>22}",
-        "", "statements", "nested", "rows", "buffers", "WAL bytes"
+        "  {:<9} {:>18} {:>18} {:>18} {:>20} {:>22} {:>12}",
+        "", "statements", "nested", "rows", "buffers", "WAL bytes", "exec ms"
     );
     for (op, _) in OPERATIONS {
         let cost = &measured[op];
@@ -171,7 +175,7 @@ pub(crate) fn check(root: &Path, freshplan: &Path, update: bool, verbose: bool) 
                 _ => {}
             }
         }
-        let _ = writeln!(report, "{line}");
+        let _ = writeln!(report, "{line} {:>12.3}", cost.exec_ms);
     }
     print!("{report}");
     let failed_ops: Vec<&str> = OPERATIONS
@@ -182,9 +186,9 @@ pub(crate) fn check(root: &Path, freshplan: &Path, update: bool, verbose: bool) 
     for (op, _) in OPERATIONS {
         if verbose || failed_ops.contains(&op) {
             println!("xtask cost: the statements of `{op}`, calls per operation:");
-            for (query, calls, toplevel) in &measured[op].statements {
+            for (query, calls, toplevel, ms) in &measured[op].statements {
                 let kind = if *toplevel { "sent  " } else { "nested" };
-                println!("  {calls:>6.2} {kind} {query}");
+                println!("  {calls:>6.2} {kind} {ms:>7.3} ms  {query}");
             }
         }
     }
@@ -276,6 +280,8 @@ async fn measure(
     let env = [
         ("FRESHPLAN_EVENTS", "false".to_owned()),
         ("FRESHPLAN_SWEEP_ENABLED", "false".to_owned()),
+        // One batch at a time: concurrent batches claim in an order that varies run to run.
+        ("FRESHPLAN_FOLLOWUP_CONCURRENCY", "1".to_owned()),
         ("FRESHPLAN_ENV", "development".to_owned()),
         ("FRESHPLAN_FOLLOWUP_CLOCK_OFFSET", format!("+{shift}s")),
     ];
@@ -289,20 +295,26 @@ async fn measure(
     )?;
     let manager = mint("cost-manager", "manager", "DE")?;
     let admin = mint("cost-admin", "admin", "")?;
-    let server = Server::start_with_env(
-        freshplan,
-        &url,
-        super::SECRET,
-        &work.join("server.log"),
-        &env,
-    )
-    .await?;
+    // One connection, so every request runs on a connection the warm-up took past PostgreSQL's
+    // switch from custom to generic plans (after five executions of a prepared statement); the
+    // follow-up run needs two (its lock and a batch), on a server of its own.
+    let (url_ref, env_ref) = (&url, &env);
+    let start = |pool: &str| {
+        let mut env = env_ref.to_vec();
+        env.push(("FRESHPLAN_POOL_SIZE", pool.to_owned()));
+        let log = work.join(format!("server-pool-{pool}.log"));
+        async move { Server::start_with_env(freshplan, url_ref, super::SECRET, &log, &env).await }
+    };
+    let mut server = start("1").await?;
     let mut http = Conn::open(server.addr).await?;
 
     let mut created: Vec<String> = Vec::new();
     let mut costs = BTreeMap::new();
     for (op, _) in OPERATIONS {
         if op == "followup" {
+            drop(server);
+            server = start("2").await?;
+            http = Conn::open(server.addr).await?;
             // The due leads, registered four days ago by an admin (only admins may backdate).
             let registered = time::OffsetDateTime::now_utc() - time::Duration::days(4);
             for i in 0..DUE {
@@ -318,7 +330,7 @@ async fn measure(
                     .await?;
                 expect(status, 201, "creating a due lead", &bytes)?;
             }
-            let before = snapshot(&mut db).await?;
+            let before = snapshot(&mut db, false).await?;
             let (status, bytes) = http
                 .call(Method::POST, "/api/followups/run", &admin, None, false)
                 .await?;
@@ -334,7 +346,7 @@ async fn measure(
         for round in 0..2 {
             let count = if round == 0 { WARM_UP } else { N };
             let before = if round == 1 {
-                Some(snapshot(&mut db).await?)
+                Some(snapshot(&mut db, matches!(op, "get" | "list")).await?)
             } else {
                 None
             };
@@ -463,8 +475,31 @@ fn expect(status: u16, want: u16, what: &str, body: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Resets the statement statistics; returns the WAL insert position.
-async fn snapshot(db: &mut PgConnection) -> Result<String> {
+/// Folds the count read models (writers fold at random, and a list sums the unfolded deltas of
+/// its keys, so every operation starts from the same compact state), vacuums, resets the
+/// statement statistics and returns the WAL insert position.
+async fn snapshot(db: &mut PgConnection, read_only: bool) -> Result<String> {
+    db.execute(
+        "select count(freshplan_fold_lead_counts(territory_id, status, business_type)) \
+           from lead_counts",
+    )
+    .await?;
+    db.execute(
+        "select freshplan_compact_followup_sent_counts() \
+              + freshplan_compact_followup_figure_counts(current_date)",
+    )
+    .await?;
+    // The folded deltas' dead rows would be pruned by whichever statement reads their pages
+    // first, with WAL and buffers of its own.
+    db.execute(
+        "vacuum lead_counts, lead_count_deltas, followup_figure_counts, followup_sent_counts",
+    )
+    .await?;
+    if read_only {
+        // The writes left dead lead versions; a read would prune them or skip their index
+        // entries depending on when the last writer's snapshot went away.
+        db.execute("vacuum leads").await?;
+    }
     db.execute("select pg_stat_statements_reset()").await?;
     Ok(
         sqlx::query_scalar("select pg_current_wal_insert_lsn()::text")
@@ -483,7 +518,8 @@ async fn read(db: &mut PgConnection, wal_before: String, per: u64) -> Result<Cos
     // The measurement's own statements (reset, WAL positions) are left out by their text.
     let rows = sqlx::query(
         "select regexp_replace(query, '\\s+', ' ', 'g') as query, toplevel, calls::int8,
-                rows::int8, (shared_blks_hit + shared_blks_read)::int8 as buffers
+                rows::int8, (shared_blks_hit + shared_blks_read)::int8 as buffers,
+                total_exec_time
            from pg_stat_statements
           where dbid = (select oid from pg_database where datname = current_database())
             and query not like '%pg_stat_statements%'
@@ -494,20 +530,23 @@ async fn read(db: &mut PgConnection, wal_before: String, per: u64) -> Result<Cos
     .await?;
     let per = per as f64;
     let (mut sent, mut nested, mut touched, mut buffers) = (0i64, 0i64, 0i64, 0i64);
+    let mut exec_ms = 0.0;
     let mut statements = Vec::new();
     for row in rows {
         let query: String = row.get("query");
         let toplevel: bool = row.get("toplevel");
         let calls: i64 = row.get("calls");
         touched += row.get::<i64, _>("rows");
+        let ms: f64 = row.get("total_exec_time");
         if toplevel {
+            exec_ms += ms;
             sent += calls;
             buffers += row.get::<i64, _>("buffers");
         } else {
             nested += calls;
         }
         let short: String = query.chars().take(140).collect();
-        statements.push((short, calls as f64 / per, toplevel));
+        statements.push((short, calls as f64 / per, toplevel, ms / per));
     }
     let figures = BTreeMap::from([
         ("statements", sent as f64 / per),
@@ -519,5 +558,6 @@ async fn read(db: &mut PgConnection, wal_before: String, per: u64) -> Result<Cos
     Ok(Cost {
         figures,
         statements,
+        exec_ms: exec_ms / per,
     })
 }

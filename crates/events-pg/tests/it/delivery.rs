@@ -100,6 +100,7 @@ async fn the_feed_pages_in_commit_order_and_never_skips_a_late_commit() {
     let from = head(&pool).await.expect("head");
     let mut late = store.begin(&admin()).await.expect("begin");
     late.append_event(&event("late", 1)).await.expect("append");
+    late.connection().await.expect("the event is written");
     publish(&store, None, &event("early", 1)).await;
     let mut su = db.su().await;
     let ids: Vec<(String, i64)> = sqlx::query_as(

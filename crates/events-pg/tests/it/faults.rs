@@ -169,9 +169,11 @@ async fn a_transaction_held_open_is_waited_for_then_delivered_first() {
     assert!(pipeline.wait_ready(Duration::from_secs(10)).await);
     let store = PgLeadStore::new(pool.clone());
 
-    // An old transaction appends its event and stays open.
+    // An old transaction appends its event, writes it (the store sends pending rows with the
+    // next statement) and stays open.
     let mut old = store.begin(&admin()).await.expect("begin");
     old.append_event(&event("late", 1)).await.expect("append");
+    old.connection().await.expect("the event is written");
     // Younger transactions commit (and signal) after it.
     let mut expected = produce(&store, Some(&signal), "lead", 5, 1, 10).await;
     let mut su = db.su().await;

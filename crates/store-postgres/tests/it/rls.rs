@@ -79,7 +79,7 @@ async fn seed_scopes(db: &Db) {
 async fn visible_ids(tx: &mut freshplan_store_postgres::PgLeadTx, table: &str) -> Vec<Uuid> {
     let column = if table == "leads" { "id" } else { "lead_id" };
     sqlx::query_scalar(&format!("select distinct {column} from {table} order by 1"))
-        .fetch_all(tx.connection())
+        .fetch_all(tx.connection().await.unwrap())
         .await
         .unwrap()
 }
@@ -128,7 +128,7 @@ async fn a_de_manager_cannot_read_ch_rows(pool_opts: PgPoolOptions, opts: PgConn
     let mut tx = store.begin(&manager(TerritoryId::De)).await.unwrap();
     // `select *` — no filter of ours, only the policy.
     let all: Vec<Uuid> = sqlx::query_scalar("select id from (select * from leads) l order by id")
-        .fetch_all(tx.connection())
+        .fetch_all(tx.connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(all, vec![id(1), id(2), id(3)]);
@@ -143,7 +143,7 @@ async fn a_de_manager_cannot_read_ch_rows(pool_opts: PgPoolOptions, opts: PgConn
     // Writing into CH is refused by the policy, not only by the domain.
     let touched = sqlx::query("update leads set company_name = 'x' where id = $1")
         .bind(id(4))
-        .execute(tx.connection())
+        .execute(tx.connection().await.unwrap())
         .await
         .unwrap()
         .rows_affected();
@@ -155,7 +155,7 @@ async fn a_de_manager_cannot_read_ch_rows(pool_opts: PgPoolOptions, opts: PgConn
     let mut tx = store.begin(&manager(TerritoryId::De)).await.unwrap();
     let moved = sqlx::query("update leads set territory_id = 'CH' where id = $1")
         .bind(id(1))
-        .execute(tx.connection())
+        .execute(tx.connection().await.unwrap())
         .await;
     assert!(moved.is_err());
     drop(tx);
@@ -187,7 +187,7 @@ async fn sales_sees_only_owned_or_collaborating_leads(
     // The collaborator sees the whole collaborator set of lead 2, not just its own row.
     let collaborators: Vec<String> =
         sqlx::query_scalar("select user_id from lead_collaborators order by user_id")
-            .fetch_all(tx.connection())
+            .fetch_all(tx.connection().await.unwrap())
             .await
             .unwrap();
     assert_eq!(collaborators, ["rep-1", "rep-9"]);
@@ -195,13 +195,13 @@ async fn sales_sees_only_owned_or_collaborating_leads(
     assert_eq!(two.collaborators, [uid("rep-1"), uid("rep-9")].into());
     // Own idempotency keys only (rep-1's key on the CH lead is outside its territories).
     let keys: Vec<String> = sqlx::query_scalar("select key from idempotency_keys order by key")
-        .fetch_all(tx.connection())
+        .fetch_all(tx.connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(keys, ["k1"]);
     // No event feed for sales.
     let events: i64 = sqlx::query_scalar("select count(*) from event_outbox")
-        .fetch_one(tx.connection())
+        .fetch_one(tx.connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(events, 0);
@@ -240,8 +240,9 @@ async fn writes_outside_the_scope_are_refused(pool_opts: PgPoolOptions, opts: Pg
         None,
         serde_json::json!({}),
     );
-    assert!(tx.insert_activity(&note).await.is_err());
-    drop(tx);
+    // The entry goes out with the next statement or the commit, which it fails.
+    tx.insert_activity(&note).await.unwrap();
+    assert!(tx.commit().await.is_err());
     // A sales rep cannot create a lead for somebody else.
     let mut tx = store.begin(&rep("rep-1")).await.unwrap();
     assert!(tx.insert(&lead(7, "Sieben", "DE", "rep-2")).await.is_err());
@@ -354,7 +355,7 @@ async fn the_context_is_transaction_local_on_a_single_connection(
         for (who, expected) in [("rep-1", vec![id(1), id(2)]), ("rep-2", vec![id(2), id(3)])] {
             let mut tx = store.begin(&rep(who)).await.unwrap();
             let pid: i32 = sqlx::query_scalar("select pg_backend_pid()")
-                .fetch_one(tx.connection())
+                .fetch_one(tx.connection().await.unwrap())
                 .await
                 .unwrap();
             pids.insert(pid);
