@@ -12,6 +12,7 @@
 pub(crate) mod cost;
 mod events;
 mod followup;
+mod instructions;
 mod load;
 mod pgbench;
 mod report;
@@ -39,6 +40,9 @@ pub(crate) enum BenchCmd {
     /// Benchmark a follow-up run over 1M leads and the cockpit (issue 5); writes
     /// docs/BENCHMARKS.md.
     Followup(followup::FollowupArgs),
+    /// Count the server's CPU instructions per request with callgrind, metrics on and off
+    /// (issue 12: the metrics cost); prints a table, writes nothing.
+    Instructions(instructions::InstructionsArgs),
 }
 
 /// Options of `cargo xtask bench api`.
@@ -79,6 +83,10 @@ pub(crate) struct ApiArgs {
     /// earlier build, for before/after comparisons).
     #[arg(long)]
     server_binary: Option<PathBuf>,
+    /// Run only these scenarios (comma list of `get1`, `list1`, `mix`, `get`, `floor`, `list`,
+    /// `create`, `patch`), e.g. while profiling one of them; implies `--no-report`.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 /// The development secret of the server under test.
@@ -106,6 +114,7 @@ pub(crate) fn run(root: &Path, cmd: BenchCmd) -> Result<()> {
         BenchCmd::Api(args) => api(root, args),
         BenchCmd::Events(args) => events::run(root, args),
         BenchCmd::Followup(args) => followup::run(root, args),
+        BenchCmd::Instructions(args) => instructions::run(root, args),
     }
 }
 
@@ -207,7 +216,7 @@ fn build_release(root: &Path) -> Result<PathBuf> {
     Ok(target_dir(root).join("release").join("freshplan"))
 }
 
-fn mint(freshplan: &Path, sub: &str, roles: &str, territories: &str) -> Result<String> {
+pub(crate) fn mint(freshplan: &Path, sub: &str, roles: &str, territories: &str) -> Result<String> {
     let out = Command::new(freshplan)
         .args(["token", sub, roles, territories])
         .env("FRESHPLAN_AUTH_HS256_SECRET", SECRET)
@@ -314,6 +323,10 @@ fn api(root: &Path, args: ApiArgs) -> Result<()> {
         &json,
         serde_json::to_string_pretty(&report::to_json(&results))?,
     )?;
+    if !args.only.is_empty() {
+        println!("xtask bench: results saved to {} (--only: no report)", json.display());
+        return Ok(());
+    }
     let section = report::section(&results);
     println!("\n{section}");
     println!("xtask bench: results saved to {}", json.display());
@@ -408,6 +421,19 @@ async fn measure(
             (Scenario::PatchSaturated, "patch, saturation"),
         ];
         for (scenario, name) in scenarios {
+            let short = match scenario {
+                Scenario::GetUnloaded => "get1",
+                Scenario::ListUnloaded => "list1",
+                Scenario::ReadMixOpen => "mix",
+                Scenario::GetSaturated => "get",
+                Scenario::GetFloor => "floor",
+                Scenario::ListSaturated => "list",
+                Scenario::CreateSaturated => "create",
+                Scenario::PatchSaturated => "patch",
+            };
+            if !args.only.is_empty() && !args.only.iter().any(|o| o == short) {
+                continue;
+            }
             let t = Arc::clone(&target);
             let sample = match scenario {
                 Scenario::GetUnloaded => Sample::of(&check(
