@@ -60,7 +60,7 @@ problem_response! {
     /// 428.
     PreconditionRequired => "`If-Match` is required.";
     /// 503.
-    Unavailable => "This replica cannot serve this: the event pipeline is switched off (`FRESHPLAN_EVENTS=false`) or follow-up mail is not configured (no unsubscribe secret).";
+    Unavailable => "The database cannot be reached right now (`database-unavailable`, with `Retry-After`; nothing was changed), or this replica cannot serve this: the event pipeline is switched off (`FRESHPLAN_EVENTS=false`) or follow-up mail is not configured (no unsubscribe secret).";
 }
 
 #[derive(OpenApi)]
@@ -177,6 +177,16 @@ fn generated() -> utoipa::openapi::OpenApi {
                 operation.responses.responses.insert(
                     "400".to_owned(),
                     RefOr::Ref(Ref::from_response_name("BadRequest")),
+                );
+            }
+            // Every operation that reads the database answers 503 while it cannot be reached.
+            if ((path.starts_with("/api/") && path != "/api/openapi.json")
+                || path == "/unsubscribe")
+                && !operation.responses.responses.contains_key("503")
+            {
+                operation.responses.responses.insert(
+                    "503".to_owned(),
+                    RefOr::Ref(Ref::from_response_name("Unavailable")),
                 );
             }
             for (status, response) in operation.responses.responses.iter_mut() {

@@ -39,6 +39,11 @@ impl std::ops::DerefMut for Problem {
     }
 }
 
+/// Type slug of the 503 answered while the database cannot be reached.
+pub const DATABASE_UNAVAILABLE: &str = "database-unavailable";
+/// `Retry-After` of that 503, seconds: about how long a failover's re-pointing takes.
+pub const DATABASE_RETRY_AFTER_SECS: u32 = 2;
+
 impl Problem {
     /// A problem with a status, a type slug and a detail.
     pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Problem {
@@ -116,14 +121,25 @@ impl Problem {
         Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
     }
 
-    /// 500 with an opaque body; the cause goes to the log.
-    pub fn internal(cause: &dyn std::error::Error) -> Problem {
+    /// 500 with an opaque body; the cause goes to the log. A cause that says the database cannot
+    /// be reached right now ([`freshplan_store_postgres::is_unavailable`]) is a 503
+    /// `database-unavailable` with `Retry-After` instead: nothing was changed, and the same
+    /// request may succeed shortly (a failover, a restart).
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Problem {
         let mut chain = cause.to_string();
         let mut src = cause.source();
         while let Some(s) = src {
             chain.push_str(": ");
             chain.push_str(&s.to_string());
             src = s.source();
+        }
+        if freshplan_store_postgres::is_unavailable(cause) {
+            tracing::warn!(error = %chain, "database unavailable");
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                DATABASE_UNAVAILABLE,
+                "The database cannot be reached right now; nothing was changed. Retry shortly.",
+            );
         }
         tracing::error!(error = %chain, "internal error");
         Problem::new(
@@ -146,9 +162,19 @@ impl ResponseError for Problem {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .content_type(MEDIA_TYPE)
-            .json(&self.0)
+        let mut response = HttpResponse::build(self.status_code());
+        response.content_type(MEDIA_TYPE);
+        if self
+            .0
+            .problem_type
+            .ends_with(&format!("/{DATABASE_UNAVAILABLE}"))
+        {
+            response.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                DATABASE_RETRY_AFTER_SECS.to_string(),
+            ));
+        }
+        response.json(&self.0)
     }
 }
 

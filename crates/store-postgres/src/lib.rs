@@ -61,9 +61,17 @@ pub fn app_pool_options(options: PgPoolOptions) -> PgPoolOptions {
     })
 }
 
-/// A pool whose connections run as [`APP_ROLE`], whatever role `url` logs in as.
+/// The longest a request waits for a pooled connection. While the database cannot be reached
+/// (an outage, a failover before the endpoint points at the new primary) the pool keeps trying to
+/// connect; a request gives up after this and answers 503 ([`is_unavailable`]) instead of
+/// hanging. Under load, connections are handed out in milliseconds.
+pub const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A pool whose connections run as [`APP_ROLE`], whatever role `url` logs in as, and that gives
+/// up on a connection after [`ACQUIRE_TIMEOUT`].
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     app_pool_options(PgPoolOptions::new().max_connections(max_connections))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect(url)
         .await
 }
@@ -74,8 +82,43 @@ pub async fn connect_with(
     max_connections: u32,
 ) -> Result<PgPool, sqlx::Error> {
     app_pool_options(PgPoolOptions::new().max_connections(max_connections))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .connect_with(options)
         .await
+}
+
+/// Whether `error` or one of its sources says the database cannot be reached right now, so the
+/// request may succeed when retried shortly: the connection failed or broke, no pooled connection
+/// came within [`ACQUIRE_TIMEOUT`], the server is shutting down, starting or recovering (SQLSTATE
+/// class 08, 57P01–57P03), has no connection slot left (53300), or is a standby that refuses
+/// writes (25006, a failover before the endpoint moved). The HTTP layer answers these with 503.
+pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(e) = e.downcast_ref::<sqlx::Error>()
+            && unavailable(e)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+fn unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "25006")
+        }),
+        _ => false,
+    }
 }
 
 /// Applies the pending migrations on one plain connection of `url`'s role (not role-switched:

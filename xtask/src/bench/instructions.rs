@@ -77,7 +77,10 @@ pub(crate) fn run(root: &Path, args: InstructionsArgs) -> Result<()> {
     println!("| request | metrics on | metrics off | cost of the metrics |");
     println!("|---|---:|---:|---:|");
     for (name, pick) in [
-        ("create", (|r: &(bool, f64, f64)| r.1) as fn(&(bool, f64, f64)) -> f64),
+        (
+            "create",
+            (|r: &(bool, f64, f64)| r.1) as fn(&(bool, f64, f64)) -> f64,
+        ),
         ("GET by id", |r: &(bool, f64, f64)| r.2),
     ] {
         let on = mean(true, pick);
@@ -169,7 +172,9 @@ async fn measure(
             .status();
         match status {
             Ok(s) if s.success() => Ok(()),
-            other => Err(anyhow::anyhow!("callgrind_control -i {on} failed: {other:?}")),
+            other => Err(anyhow::anyhow!(
+                "callgrind_control -i {on} failed: {other:?}"
+            )),
         }
     };
     // Creates first, then GETs, each counted on its own.
@@ -203,10 +208,19 @@ async fn measure(
 async fn create(http: &mut Conn, rep: &str, tag: String) -> Result<()> {
     let body = super::events::new_lead_body(&tag, "DE");
     let (status, bytes) = http
-        .call(Method::POST, "/api/leads", rep, Some(("application/json", body)), false)
+        .call(
+            Method::POST,
+            "/api/leads",
+            rep,
+            Some(("application/json", body)),
+            false,
+        )
         .await?;
     if status != 201 {
-        bail!("create answered {status}: {}", String::from_utf8_lossy(&bytes));
+        bail!(
+            "create answered {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
     }
     Ok(())
 }
@@ -215,12 +229,20 @@ async fn create(http: &mut Conn, rep: &str, tag: String) -> Result<()> {
 /// (the `totals:` line of the new dump file `<out>.<n>`, once it is complete).
 fn dump_total(control: &Path, pid: &str, out: &Path) -> Result<u64> {
     let dir = out.parent().context("no folder")?;
-    let stem = out.file_name().context("no name")?.to_string_lossy().to_string();
+    let stem = out
+        .file_name()
+        .context("no name")?
+        .to_string_lossy()
+        .to_string();
     let newest = || -> Result<Option<(u32, PathBuf)>> {
         let mut newest: Option<(u32, PathBuf)> = None;
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             if let Some(n) = name
                 .strip_prefix(&format!("{stem}."))
                 .and_then(|n| n.parse::<u32>().ok())

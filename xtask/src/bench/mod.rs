@@ -324,7 +324,10 @@ fn api(root: &Path, args: ApiArgs) -> Result<()> {
         serde_json::to_string_pretty(&report::to_json(&results))?,
     )?;
     if !args.only.is_empty() {
-        println!("xtask bench: results saved to {} (--only: no report)", json.display());
+        println!(
+            "xtask bench: results saved to {} (--only: no report)",
+            json.display()
+        );
         return Ok(());
     }
     let section = report::section(&results);

@@ -18,6 +18,7 @@ mod jwt;
 mod keys;
 mod observe;
 mod openapi_schema;
+mod outage;
 mod personal_data;
 mod pg_proxy;
 #[cfg(unix)] // SIGTERM

@@ -1,7 +1,8 @@
 //! A TCP proxy in front of PostgreSQL that can cut the event listener's connection (and refuse
 //! new ones) while every other connection keeps working: a real listener outage with the
 //! database up. The listener is recognised by its `application_name` in the startup message
-//! (the proxied URL disables TLS so the message is readable).
+//! (the proxied URL disables TLS so the message is readable). It can also cut every connection
+//! and refuse new ones: a database outage as the service sees it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use freshplan_events_pg::LISTENER_APPLICATION_NAME;
 pub(crate) struct PgProxy {
     addr: SocketAddr,
     blocked: Arc<watch::Sender<bool>>,
+    outage: Arc<watch::Sender<bool>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -51,17 +53,30 @@ impl PgProxy {
         let addr = listener.local_addr().unwrap();
         let (blocked, _) = watch::channel(false);
         let blocked = Arc::new(blocked);
+        let (outage, _) = watch::channel(false);
+        let outage = Arc::new(outage);
         let accept = {
             let blocked = Arc::clone(&blocked);
+            let outage = Arc::clone(&outage);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    tokio::spawn(relay(client, upstream, blocked.subscribe()));
+                    if *outage.borrow() {
+                        drop(client);
+                        continue;
+                    }
+                    tokio::spawn(relay(
+                        client,
+                        upstream,
+                        blocked.subscribe(),
+                        outage.subscribe(),
+                    ));
                 }
             })
         };
         PgProxy {
             addr,
             blocked,
+            outage,
             accept,
         }
     }
@@ -77,6 +92,12 @@ impl PgProxy {
     pub(crate) fn block_listener(&self, blocked: bool) {
         self.blocked.send_replace(blocked);
     }
+
+    /// `true`: cuts every connection and refuses new ones (the database is gone); `false`: the
+    /// database is back.
+    pub(crate) fn outage(&self, down: bool) {
+        self.outage.send_replace(down);
+    }
 }
 
 fn mentions_listener(bytes: &[u8]) -> bool {
@@ -84,7 +105,12 @@ fn mentions_listener(bytes: &[u8]) -> bool {
     bytes.windows(needle.len()).any(|w| w == needle)
 }
 
-async fn relay(client: TcpStream, upstream: SocketAddr, mut blocked: watch::Receiver<bool>) {
+async fn relay(
+    client: TcpStream,
+    upstream: SocketAddr,
+    mut blocked: watch::Receiver<bool>,
+    mut outage: watch::Receiver<bool>,
+) {
     let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
@@ -118,5 +144,6 @@ async fn relay(client: TcpStream, upstream: SocketAddr, mut blocked: watch::Rece
         _ = up => {}
         _ = down => {}
         () = cut => {}
+        _ = outage.wait_for(|o| *o) => {}
     }
 }
