@@ -317,6 +317,27 @@ fn a_deleted_leads_timeline_is_not_found() {
 }
 
 #[test]
+fn a_sweep_in_batches_examines_and_moves_every_due_lead() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    for n in 0..5 {
+        create(&svc, &r, data(&format!("Lead {n}"))).unwrap();
+    }
+    clock.set(T0 + Duration::days(60));
+    let report = block_on(svc.sweep(2)).unwrap();
+    assert_eq!((report.examined, report.transitions), (5, 5));
+    assert!(
+        store
+            .leads()
+            .iter()
+            .all(|l| l.status == LeadStatus::Reminder)
+    );
+    // Nothing is due any more until the grace windows end.
+    let again = block_on(svc.sweep(2)).unwrap();
+    assert_eq!((again.examined, again.transitions), (0, 0));
+}
+
+#[test]
 fn sales_sees_only_own_or_collaborating_leads() {
     let (svc, _, _) = setup();
     let r1 = rep("r1");
@@ -1633,6 +1654,15 @@ mod personal_data {
         assert!(get(deleted.id).erased_at.is_some());
         assert!(get(open.id).erased_at.is_none());
         assert!(get(lost_late.id).erased_at.is_none());
+        // Each batch that erased something is audited (two batches of one); the runs that
+        // found nothing left no entry.
+        let retention_runs = block_on(svc.audit_log(&admin(), 0, 50))
+            .unwrap()
+            .items
+            .iter()
+            .filter(|e| e.action == AuditAction::RetentionRun)
+            .count();
+        assert_eq!(retention_runs, 2);
         // Erased ones are not erased twice.
         assert!(block_on(svc.retention(&policy, 10)).unwrap().is_empty());
         clock.set(T0 + Duration::days(740));
