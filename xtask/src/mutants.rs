@@ -300,8 +300,16 @@ fn run_crate(
         .status()
         .with_context(|| format!("running {command:?}"))?;
     // cargo-mutants exits 2 when mutants were missed and 3 when some timed out; both are results
-    // this command judges itself. Anything else non-zero (a failing baseline, a bad diff) is an
-    // error of the run.
+    // this command judges itself. 4 means the unmutated tree fails its tests; anything else
+    // non-zero (a diff that does not match the tree, …) is an error of the run.
+    if status.code() == Some(4) {
+        bail!(
+            "the tests of {} fail without any mutation (cargo-mutants' baseline run); its log is \
+             {}",
+            krate.package,
+            out.join("mutants.out/log/baseline.log").display()
+        );
+    }
     if !matches!(status.code(), Some(0 | 2 | 3)) {
         bail!(
             "cargo-mutants failed for {} ({status}); its log is under {}",
