@@ -465,6 +465,39 @@ mod tests {
         }
 
         #[test]
+        fn a_scope_names_exactly_the_territories_and_owner_it_includes_rows_by(
+            actor in prop_oneof![
+                9 => freshplan_kernel::testing::actor(),
+                1 => Just(Actor::system()),
+            ],
+            filter in proptest::option::of(freshplan_kernel::testing::territory_id()),
+            row in testing::cockpit_row(),
+        ) {
+            // Stores select a scope's rows by `territories()` and `owner()`; they must pick
+            // exactly the rows `includes` accepts.
+            let scope = Scope::for_actor(&actor, filter);
+            let selected = scope.territories().contains(&row.territory)
+                && scope.owner().is_none_or(|o| row.owner.as_ref() == Some(o));
+            prop_assert_eq!(scope.includes(&row), selected);
+            // Only a sales scope has an owner, and it is the caller.
+            prop_assert_eq!(scope.owner().is_some(), scope.kind() == ScopeKind::OwnLeads);
+            prop_assert!(scope.owner().is_none_or(|o| o == actor.user_id()));
+            // The territories are the caller's (every one for admins and the system), narrowed
+            // by the filter; none for a caller without a reading role.
+            let expected: BTreeSet<TerritoryId> = if scope.kind() == ScopeKind::None {
+                BTreeSet::new()
+            } else {
+                actor
+                    .territories()
+                    .iter()
+                    .copied()
+                    .filter(|t| filter.is_none_or(|f| f == *t))
+                    .collect()
+            };
+            prop_assert_eq!(scope.territories(), &expected);
+        }
+
+        #[test]
         fn conversion_rate_is_a_percentage_with_one_decimal(
             rows in proptest::collection::vec(testing::cockpit_row(), 0..40),
             now in testing::instant(),

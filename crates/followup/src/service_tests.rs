@@ -198,6 +198,43 @@ fn skips_are_recorded_logged_and_published_but_send_nothing() {
 }
 
 #[test]
+fn the_timeline_says_in_german_which_stage_went_to_whom_or_why_it_was_skipped() {
+    let no_consent = Candidate {
+        email_consent: false,
+        ..lead(2)
+    };
+    let no_email = Candidate {
+        email: None,
+        ..lead(3)
+    };
+    let recent = Candidate {
+        last_meaningful_contact_at: Some(T3_DAY - Duration::days(1)),
+        ..lead(4)
+    };
+    let store = InMemoryFollowUpStore::with_candidates([lead(1), no_consent, no_email, recent]);
+    run(&service(&store, T3_DAY), 1);
+    run(&service(&store, T7_DAY), 2);
+    let descriptions: Vec<String> = store
+        .activities()
+        .into_iter()
+        .filter_map(|a| a.description)
+        .collect();
+    assert_eq!(
+        descriptions,
+        [
+            "Follow-up T+3 gesendet an lead1@example.de",
+            "Follow-up T+3 übersprungen: keine Einwilligung in E-Mail-Kontakt",
+            "Follow-up T+3 übersprungen: keine E-Mail-Adresse hinterlegt",
+            "Follow-up T+3 übersprungen: kürzlicher persönlicher Kontakt",
+            "Follow-up T+7 gesendet an lead1@example.de",
+            "Follow-up T+7 übersprungen: keine Einwilligung in E-Mail-Kontakt",
+            "Follow-up T+7 übersprungen: keine E-Mail-Adresse hinterlegt",
+            "Follow-up T+7 übersprungen: kürzlicher persönlicher Kontakt",
+        ]
+    );
+}
+
+#[test]
 fn ineligible_and_waiting_leads_are_left_alone() {
     let lost = Candidate {
         status: LeadStatus::Lost,
@@ -329,6 +366,42 @@ fn many_leads_are_processed_across_batches() {
     );
     assert_eq!(run(&svc, 1).t3_count, 25);
     assert_eq!(store.mails().len(), 25);
+}
+
+#[test]
+fn a_batch_reports_what_it_claimed_sent_and_skipped_and_the_cursor_the_next_batch_starts_after() {
+    let no_consent = Candidate {
+        email_consent: false,
+        ..lead(2)
+    };
+    let store = InMemoryFollowUpStore::with_candidates([lead(1), no_consent, lead(3), lead(4)]);
+    let run_id = Uuid::from_u128(7);
+    let at_t3 = service(&store, T3_DAY);
+    let first = block_on(at_t3.run_batch(run_id, None, 3)).unwrap();
+    assert_eq!(
+        (first.claimed, first.t3_sent, first.t7_sent, first.skipped),
+        (3, 2, 0, 1)
+    );
+    assert_eq!(first.processed(), 3);
+    assert_eq!(first.last_lead_id, Some(Uuid::from_u128(3)));
+    // The next page starts after the cursor: only lead 4 is left.
+    let rest = block_on(at_t3.run_batch(run_id, first.last_lead_id, 3)).unwrap();
+    assert_eq!((rest.claimed, rest.t3_sent, rest.processed()), (1, 1, 1));
+    assert_eq!(rest.last_lead_id, Some(Uuid::from_u128(4)));
+    let done = block_on(at_t3.run_batch(run_id, rest.last_lead_id, 3)).unwrap();
+    assert_eq!(
+        (done.claimed, done.processed(), done.last_lead_id),
+        (0, 0, None)
+    );
+    assert_eq!(store.mails().len(), 3);
+    // Four days later every lead is due for T+7; the one without consent is skipped again.
+    let at_t7 = service(&store, T7_DAY);
+    let later = block_on(at_t7.run_batch(run_id, None, 10)).unwrap();
+    assert_eq!(
+        (later.claimed, later.t3_sent, later.t7_sent, later.skipped),
+        (4, 0, 3, 1)
+    );
+    assert_eq!(later.processed(), 4);
 }
 
 #[test]

@@ -314,6 +314,60 @@ mod tests {
     }
 
     #[test]
+    fn every_role_is_read_back_from_its_name_which_is_its_wire_name() {
+        for role in Role::ALL {
+            assert_eq!(Role::parse(role.as_str()), Some(role), "{role:?}");
+            assert_eq!(
+                Role::parse(&format!(" {} ", role.as_str().to_uppercase())),
+                Some(role)
+            );
+            // Tokens, logs and the database context use the same lower-case name as serde.
+            assert_eq!(
+                serde_json::to_string(&role).unwrap(),
+                format!("\"{}\"", role.as_str())
+            );
+        }
+        assert_eq!(Role::parse("superuser"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_role_set_holds_exactly_the_roles_put_into_it(
+            picked in proptest::collection::vec(proptest::sample::select(Role::ALL.to_vec()), 0..8)
+        ) {
+            let set: RoleSet = picked.iter().copied().collect();
+            let expected: Vec<Role> = Role::ALL.into_iter().filter(|r| picked.contains(r)).collect();
+            proptest::prop_assert_eq!(set.iter().collect::<Vec<_>>(), expected.clone());
+            proptest::prop_assert_eq!(set.is_empty(), expected.is_empty());
+            let actor = Actor::new(UserId::parse("u").unwrap(), picked.iter().copied(), []);
+            proptest::prop_assert_eq!(actor.roles(), set);
+            for role in Role::ALL {
+                proptest::prop_assert_eq!(actor.has_role(role), picked.contains(&role));
+            }
+        }
+    }
+
+    #[test]
+    fn the_system_actor_is_the_only_system_one_and_holds_no_role_in_every_territory() {
+        let system = Actor::system();
+        assert!(system.is_system());
+        assert!(system.roles().is_empty());
+        assert!(Role::ALL.into_iter().all(|r| !system.has_role(r)));
+        assert_eq!(
+            *system.territories(),
+            TerritoryId::ALL.into_iter().collect::<BTreeSet<_>>()
+        );
+        assert_eq!(String::from(system.user_id().clone()), "system");
+        let admin = Actor::new(UserId::parse("a").unwrap(), [Role::Admin], []);
+        assert!(!admin.is_system());
+    }
+
+    #[test]
+    fn a_user_id_converts_to_its_trimmed_text() {
+        assert_eq!(String::from(UserId::parse("  rep-1 ").unwrap()), "rep-1");
+    }
+
+    #[test]
     fn admin_has_every_territory() {
         let a = Actor::new(UserId::parse("a").unwrap(), [Role::Admin], []);
         assert!(a.works_in(TerritoryId::De) && a.works_in(TerritoryId::Ch));

@@ -64,6 +64,21 @@ mod tests {
     }
 
     #[test]
+    fn every_territory_is_read_back_from_its_api_and_database_name() {
+        for territory in TerritoryId::ALL {
+            let name = territory.as_str();
+            assert_eq!(name.parse(), Ok(territory));
+            // The API (serde) and the database write the same two upper-case letters.
+            assert_eq!(
+                serde_json::to_string(&territory).unwrap(),
+                format!("\"{name}\"")
+            );
+        }
+        assert_eq!(TerritoryId::De.as_str(), "DE");
+        assert_eq!(TerritoryId::Ch.as_str(), "CH");
+    }
+
+    #[test]
     fn unknown_id_is_an_error_not_de() {
         assert!("AT".parse::<TerritoryId>().is_err());
         assert!("".parse::<TerritoryId>().is_err());

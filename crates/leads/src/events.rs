@@ -183,6 +183,44 @@ mod tests {
     use time::macros::datetime;
 
     #[test]
+    fn every_instant_in_an_event_payload_is_rfc_3339_utc() {
+        let at = datetime!(2026-03-02 09:00:05 UTC);
+        let data = crate::LeadData::new(CompanyName::parse("A").unwrap(), "DE").unwrap();
+        let (mut lead, _) = Lead::register(Uuid::nil(), data, &Actor::system(), None, at).unwrap();
+        lead.erased_at = Some(at + time::Duration::days(400));
+        let payload = |e: LeadEvent| e.data(&lead, 2);
+        assert_eq!(
+            payload(LeadEvent::Created)["registeredAt"],
+            "2026-03-02T09:00:05Z"
+        );
+        let call = Activity::system(
+            Uuid::nil(),
+            lead.id,
+            ActivityType::Call,
+            datetime!(2026-03-03 14:30 UTC),
+            UserId::parse("u").unwrap(),
+            None,
+            serde_json::json!({}),
+        );
+        assert_eq!(
+            payload(LeadEvent::ActivityLogged(Box::new(call)))["occurredAt"],
+            "2026-03-03T14:30:00Z"
+        );
+        assert_eq!(
+            payload(LeadEvent::ProtectionReminder {
+                grace_until: datetime!(2026-05-11 09:00 UTC)
+            })["graceUntil"],
+            "2026-05-11T09:00:00Z"
+        );
+        assert_eq!(
+            payload(LeadEvent::Erased {
+                reason: ErasureReason::DataSubjectRequest
+            })["erasedAt"],
+            "2027-04-06T09:00:05Z"
+        );
+    }
+
+    #[test]
     fn only_non_contact_activities_leave_the_dashboard_alone() {
         let at = datetime!(2026-03-02 09:00 UTC);
         let data = crate::LeadData::new(CompanyName::parse("A").unwrap(), "DE").unwrap();

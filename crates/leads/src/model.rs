@@ -426,6 +426,15 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn a_company_name_is_written_as_entered_trimmed_and_read_back_the_same() {
+        let name = CompanyName::parse("  Gasthaus Zur Post GmbH ").unwrap();
+        let json = serde_json::to_string(&name).unwrap();
+        assert_eq!(json, "\"Gasthaus Zur Post GmbH\"");
+        assert_eq!(serde_json::from_str::<CompanyName>(&json).unwrap(), name);
+        assert_eq!(String::from(name), "Gasthaus Zur Post GmbH");
+    }
+
+    #[test]
     fn company_name_bounds() {
         assert!(CompanyName::parse("   ").is_err());
         assert!(CompanyName::parse(&"a".repeat(255)).is_ok());
@@ -464,6 +473,74 @@ mod tests {
         );
         let long = format!("{}@{}.de", "a".repeat(64), "b".repeat(63));
         assert!(Email::parse(&long).is_ok());
+    }
+
+    #[test]
+    fn an_email_may_be_254_characters_long_not_255() {
+        // 64 + 1 + (63 + 1 + 63 + 1 + n + 3): valid in every part, only the length differs.
+        let address = |n: usize| {
+            format!(
+                "{}@{}.{}.{}.de",
+                "a".repeat(64),
+                "b".repeat(63),
+                "c".repeat(63),
+                "d".repeat(n)
+            )
+        };
+        assert_eq!(address(58).chars().count(), Email::MAX_LEN);
+        assert!(Email::parse(&address(58)).is_ok());
+        assert_eq!(
+            Email::parse(&address(59)).unwrap_err().message,
+            "must be at most 254 characters"
+        );
+        // Surrounding whitespace is trimmed before the length is counted.
+        assert!(Email::parse(&format!("  {}  ", address(58))).is_ok());
+    }
+
+    #[test]
+    fn an_email_is_kept_as_entered_trimmed_and_written_so() {
+        let email = Email::parse("  Max.Muster@Example-Gastro.DE ").unwrap();
+        assert_eq!(email.as_str(), "Max.Muster@Example-Gastro.DE");
+        let json = serde_json::to_string(&email).unwrap();
+        assert_eq!(json, "\"Max.Muster@Example-Gastro.DE\"");
+        assert_eq!(serde_json::from_str::<Email>(&json).unwrap(), email);
+        assert_eq!(String::from(email), "Max.Muster@Example-Gastro.DE");
+    }
+
+    #[test]
+    fn a_domain_label_holds_letters_digits_and_inner_hyphens_only() {
+        for ok in ["a@my-kitchen.de", "a@hotel-1.example.ch", "a@küche24.de"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a@my_kitchen.de",
+            "a@my kitchen.de",
+            "a@my+kitchen.de",
+            "a@kitchen!.de",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_volume_is_a_plain_decimal_with_at_most_two_places() {
+        for (raw, cents) in [
+            ("10", 1_000),
+            ("10.", 1_000),
+            ("0.05", 5),
+            ("1.5", 150),
+            ("1.500", 150),
+            (" 7.25 ", 725),
+        ] {
+            assert_eq!(Volume::parse_decimal(raw).unwrap().cents(), cents, "{raw}");
+        }
+        for raw in ["", ".5", "1.5x", "1.x", "1e5", "1.0e2", "1,5", "0x10", "+1"] {
+            assert_eq!(
+                Volume::parse_decimal(raw).unwrap_err().message,
+                "must be a decimal number with at most two decimal places",
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]

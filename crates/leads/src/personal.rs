@@ -408,6 +408,70 @@ mod tests {
         assert_eq!(other["data"]["fields"][0], "email");
     }
 
+    proptest::proptest! {
+        /// For every timeline entry, redaction removes exactly the parts its type marks personal
+        /// (the description, the metadata), leaves the rest as it was, says whether it removed
+        /// anything, and has nothing left to do the second time.
+        #[test]
+        fn redaction_removes_exactly_the_personal_parts_of_an_entry(
+            activity_type in crate::testing::activity_type(),
+            description in proptest::option::of("[a-z ]{0,12}"),
+            with_metadata in proptest::bool::ANY,
+        ) {
+            let metadata = if with_metadata {
+                serde_json::json!({"reason": "Herr Muster im Urlaub"})
+            } else {
+                serde_json::json!({})
+            };
+            let original = Activity::system(
+                Uuid::nil(),
+                Uuid::nil(),
+                activity_type,
+                datetime!(2026-03-02 09:00 UTC),
+                freshplan_kernel::UserId::parse("u").unwrap(),
+                description.clone(),
+                metadata.clone(),
+            );
+            let mut redacted = original.clone();
+            let changed = redact_activity(&mut redacted);
+            let personal_description = description_is_personal(activity_type);
+            let personal_metadata = metadata_is_personal(activity_type);
+            proptest::prop_assert_eq!(
+                &redacted.description,
+                if personal_description { &None } else { &description }
+            );
+            proptest::prop_assert_eq!(
+                &redacted.metadata,
+                &if personal_metadata { serde_json::json!({}) } else { metadata }
+            );
+            proptest::prop_assert_eq!(
+                changed,
+                (personal_description && description.is_some())
+                    || (personal_metadata && with_metadata)
+            );
+            proptest::prop_assert_eq!(
+                Activity { description: None, metadata: serde_json::Value::Null, ..redacted.clone() },
+                Activity { description: None, metadata: serde_json::Value::Null, ..original }
+            );
+            proptest::prop_assert!(!redact_activity(&mut redacted));
+        }
+    }
+
+    #[test]
+    fn a_retention_batch_is_empty_only_when_it_erased_no_lead_and_no_mail_body() {
+        assert!(RetentionReport::default().is_empty());
+        let leads = RetentionReport {
+            leads_erased: 1,
+            ..RetentionReport::default()
+        };
+        let mails = RetentionReport {
+            mail_bodies_erased: 3,
+            ..RetentionReport::default()
+        };
+        assert!(!leads.is_empty());
+        assert!(!mails.is_empty());
+    }
+
     #[test]
     fn user_entries_clock_reasons_and_mail_recipients_are_personal_statuses_are_not() {
         assert!(description_is_personal(ActivityType::Note));

@@ -306,6 +306,46 @@ mod tests {
         assert_eq!(Protection::default().paused_before(stopped), 0);
     }
 
+    proptest::proptest! {
+        /// SPEC §4.5: when protection ends while a lead is in REMINDER, it moves to
+        /// GRACE_PERIOD keeping the earlier of the two deadlines: the reminder's grace end, or
+        /// protectedUntil + grace (a window stored under a longer grace than today's).
+        #[test]
+        fn protection_ending_during_a_reminder_keeps_the_earlier_grace_end(
+            reminded_before_end in 1i64..10 * 86_400,
+            stored_beyond in 1i64..30 * 86_400,
+        ) {
+            let policy = ProtectionPolicy::default();
+            let registered = datetime!(2026-01-01 00:00 UTC);
+            let protected_until = Protection::default().protected_until(registered, &policy);
+            let reminded = protected_until - Duration::seconds(reminded_before_end);
+            let facts = |p| SweepFacts {
+                status: LeadStatus::Reminder,
+                registered_at: registered,
+                last_meaningful_contact_at: Some(reminded - policy.inactivity),
+                protection: p,
+            };
+            let reminder = Protection {
+                reminder_at: Some(reminded),
+                grace_until: Some(reminded + policy.grace),
+                ..Protection::default()
+            };
+            proptest::prop_assert_eq!(next_due(&facts(&reminder), &policy), Some(protected_until));
+            proptest::prop_assert_eq!(
+                next_transition(&facts(&reminder), protected_until, &policy),
+                Some(AutoTransition::GracePeriod { grace_until: reminded + policy.grace })
+            );
+            let longer = Protection {
+                grace_until: Some(protected_until + policy.grace + Duration::seconds(stored_beyond)),
+                ..reminder.clone()
+            };
+            proptest::prop_assert_eq!(
+                next_transition(&facts(&longer), protected_until, &policy),
+                Some(AutoTransition::GracePeriod { grace_until: protected_until + policy.grace })
+            );
+        }
+    }
+
     #[test]
     fn each_grace_window_starts_where_the_rule_says() {
         let policy = ProtectionPolicy::default();

@@ -9,11 +9,13 @@ use freshplan_kernel::{Actor, FixedClock, Role, TerritoryId, UserId};
 
 use crate::activity::ActivityType;
 use crate::duplicates::DuplicateKind;
+use crate::events::LeadEvent;
 use crate::lead::{Lead, LeadData, LeadPatch};
 use crate::memory::{InMemoryLeadStore, block_on};
+use crate::model::LeadSource;
 use crate::model::{CompanyName, Email};
 use crate::ports::LeadQuery;
-use crate::protection::{ProtectionPolicy, SweepFacts, next_due, next_transition};
+use crate::protection::{AutoTransition, ProtectionPolicy, SweepFacts, next_due, next_transition};
 use crate::service::{CreateLead, LeadError, LeadService, LogActivity};
 use crate::status::{LeadStatus, TransitionError};
 use crate::testing::{duration_up_to, instant, lead_data};
@@ -205,6 +207,141 @@ fn idempotency_key_replays_and_rejects_other_bodies() {
     ));
     assert_eq!(store.leads().len(), 1);
     assert_eq!(store.events().len(), 1);
+}
+
+#[test]
+fn an_idempotency_key_is_honoured_for_24_hours_and_not_a_second_longer() {
+    use crate::service::IDEMPOTENCY_WINDOW;
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    let cmd = |hash: &str, name: &str| CreateLead {
+        data: data(name),
+        registered_at: None,
+        idempotency: Some(("k1".into(), hash.into())),
+    };
+    let (first, _) = block_on(svc.create(&r, cmd("h1", "Alpha"))).unwrap();
+    clock.set(T0 + IDEMPOTENCY_WINDOW - Duration::seconds(1));
+    let (again, replayed) = block_on(svc.create(&r, cmd("h1", "Alpha"))).unwrap();
+    assert!(replayed);
+    assert_eq!(again.id, first.id);
+    // From the 24th hour on the key is free: another body creates another lead.
+    clock.set(T0 + IDEMPOTENCY_WINDOW);
+    let (other, replayed) = block_on(svc.create(&r, cmd("h2", "Beta"))).unwrap();
+    assert!(!replayed);
+    assert_ne!(other.id, first.id);
+    assert_eq!(store.leads().len(), 2);
+}
+
+#[test]
+fn the_service_keeps_and_sweeps_by_the_protection_policy_it_was_given() {
+    let policy = ProtectionPolicy {
+        protection_months: 3,
+        inactivity: Duration::days(30),
+        grace: Duration::days(5),
+    };
+    // The store indexes due leads by the same policy, as the PostgreSQL store does.
+    let store = InMemoryLeadStore::with_policy(policy);
+    let clock = std::sync::Arc::new(FixedClock::new(T0));
+    let svc = LeadService::new(store, clock.clone(), SequentialIds::default(), policy);
+    assert_eq!(*svc.policy(), policy);
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    clock.set(T0 + Duration::days(30));
+    block_on(svc.sweep(10)).unwrap();
+    let reminded = block_on(svc.get(&r, lead.id)).unwrap();
+    assert_eq!(reminded.status, LeadStatus::Reminder);
+    assert_eq!(
+        reminded.protection.grace_until,
+        Some(T0 + Duration::days(35))
+    );
+}
+
+#[test]
+fn a_patch_that_makes_a_lead_a_duplicate_is_refused_naming_the_other_lead_when_visible() {
+    let (svc, store, _) = setup();
+    let mut first = data("Hotel Adler GmbH");
+    first.email = Some(Email::parse("info@adler.de").unwrap());
+    let first = create(&svc, &rep("r1"), first).unwrap();
+    let second = create(&svc, &rep("r1"), data("Hotel Krone")).unwrap();
+    let patch = LeadPatch {
+        email: Some(Some(Email::parse("Info@Adler.de").unwrap())),
+        ..LeadPatch::default()
+    };
+    match block_on(svc.update(&rep("r1"), second.id, None, patch)) {
+        Err(LeadError::Duplicate {
+            kind: DuplicateKind::Email,
+            existing: Some(other),
+        }) => assert_eq!(other.id, first.id),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.leads().iter().filter(|l| l.version > 1).count(), 0);
+    // A new address that no other lead has is fine.
+    let fresh = LeadPatch {
+        email: Some(Some(Email::parse("info@krone.de").unwrap())),
+        ..LeadPatch::default()
+    };
+    let updated = block_on(svc.update(&rep("r1"), second.id, None, fresh)).unwrap();
+    assert_eq!(updated.version, 2);
+}
+
+#[test]
+fn a_manager_or_admin_may_set_a_leads_collaborators_a_collaborator_may_not() {
+    let (svc, _, _) = setup();
+    let owner = rep("r1");
+    let lead = create(&svc, &owner, data("Alpha")).unwrap();
+    let team = |ids: &[&str]| LeadPatch {
+        collaborator_user_ids: Some(ids.iter().map(|id| u(id)).collect()),
+        ..LeadPatch::default()
+    };
+    let lead = block_on(svc.update(&manager(), lead.id, None, team(&["r2"]))).unwrap();
+    assert_eq!(lead.collaborators, [u("r2")].into());
+    assert!(matches!(
+        block_on(svc.update(&rep("r2"), lead.id, None, team(&["r2", "r3"]))),
+        Err(LeadError::Forbidden(_))
+    ));
+    let lead = block_on(svc.update(&admin(), lead.id, None, team(&["r2", "r4"]))).unwrap();
+    assert_eq!(lead.collaborators, [u("r2"), u("r4")].into());
+    let lead = block_on(svc.update(&owner, lead.id, None, team(&[]))).unwrap();
+    assert!(lead.collaborators.is_empty());
+}
+
+#[test]
+fn a_deleted_leads_timeline_is_not_found() {
+    let (svc, _, _) = setup();
+    let r = rep("r1");
+    let lead = create(&svc, &r, data("Alpha")).unwrap();
+    assert!(
+        !block_on(svc.activities(&r, lead.id, 0, 20))
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    block_on(svc.delete(&manager(), lead.id, None)).unwrap();
+    assert!(matches!(
+        block_on(svc.activities(&manager(), lead.id, 0, 20)),
+        Err(LeadError::NotFound)
+    ));
+}
+
+#[test]
+fn a_sweep_in_batches_examines_and_moves_every_due_lead() {
+    let (svc, store, clock) = setup();
+    let r = rep("r1");
+    for n in 0..5 {
+        create(&svc, &r, data(&format!("Lead {n}"))).unwrap();
+    }
+    clock.set(T0 + Duration::days(60));
+    let report = block_on(svc.sweep(2)).unwrap();
+    assert_eq!((report.examined, report.transitions), (5, 5));
+    assert!(
+        store
+            .leads()
+            .iter()
+            .all(|l| l.status == LeadStatus::Reminder)
+    );
+    // Nothing is due any more until the grace windows end.
+    let again = block_on(svc.sweep(2)).unwrap();
+    assert_eq!((again.examined, again.transitions), (0, 0));
 }
 
 #[test]
@@ -1073,6 +1210,245 @@ fn a_store_failure_surfaces_as_store_error_and_nothing_is_committed() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rules that mutation testing found unstated (issue 16)
+// ---------------------------------------------------------------------------------------------
+
+/// One step of a protection-clock schedule: stop or resume the clock, log a meaningful contact
+/// now, or log one again at the instant of the last contact.
+#[derive(Debug, Clone, Copy)]
+enum ClockStep {
+    Stop,
+    Resume,
+    Contact,
+    SameContactAgain,
+}
+
+/// Up to 8 steps, each after a gap of up to 5 days: the 60 running days are never reached
+/// inside the schedule, so only the clock and the contacts move the deadline.
+fn clock_schedule() -> impl Strategy<Value = Vec<(i64, ClockStep)>> {
+    proptest::collection::vec(
+        (
+            0i64..5 * 86_400,
+            prop_oneof![
+                Just(ClockStep::Stop),
+                Just(ClockStep::Resume),
+                Just(ClockStep::Contact),
+                Just(ClockStep::SameContactAgain),
+            ],
+        ),
+        0..8,
+    )
+}
+
+/// The part of the `pauses` (start, end) that lies after `basis`.
+fn paused_after(pauses: &[(OffsetDateTime, OffsetDateTime)], basis: OffsetDateTime) -> Duration {
+    pauses
+        .iter()
+        .map(|&(start, end)| (end - start.max(basis)).max(Duration::ZERO))
+        .sum()
+}
+
+#[test]
+fn a_change_is_empty_only_without_timeline_entries_events_and_consent_change() {
+    use crate::lead::{Changes, TimelineEntry};
+    use crate::personal::ConsentSource;
+    assert!(Changes::default().is_empty());
+    let only_timeline = Changes {
+        timeline: vec![TimelineEntry {
+            activity_type: ActivityType::Updated,
+            description: None,
+            metadata: serde_json::json!({}),
+        }],
+        ..Changes::default()
+    };
+    let only_event = Changes {
+        events: vec![(2, LeadEvent::Created)],
+        ..Changes::default()
+    };
+    let only_consent = Changes {
+        consent: Some(ConsentSource::Api),
+        ..Changes::default()
+    };
+    for changes in [only_timeline, only_event, only_consent] {
+        assert!(!changes.is_empty(), "{changes:?}");
+    }
+}
+
+#[test]
+fn every_sort_field_of_the_api_is_read_by_its_exact_name() {
+    use crate::ports::SortField;
+    for (name, field) in [
+        ("createdAt", SortField::CreatedAt),
+        ("updatedAt", SortField::UpdatedAt),
+        ("companyName", SortField::CompanyName),
+        ("status", SortField::Status),
+        ("registeredAt", SortField::RegisteredAt),
+        ("lastActivityAt", SortField::LastActivityAt),
+        ("estimatedVolume", SortField::EstimatedVolume),
+        ("city", SortField::City),
+    ] {
+        assert_eq!(SortField::parse(name), Some(field), "{name}");
+    }
+    for unknown in ["", "created_at", "CreatedAt", "email", "id"] {
+        assert_eq!(SortField::parse(unknown), None, "{unknown}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// SPEC §4.5: the 60-day window counts running clock only. For every schedule of stops,
+    /// resumes and contacts, the reminder falls exactly 60 days of running clock after the last
+    /// meaningful contact (or the registration): its instant plus 60 days plus every paused
+    /// second after it; a contact logged again at the same instant changes nothing.
+    #[test]
+    fn the_reminder_falls_60_days_of_running_clock_after_the_last_meaningful_contact(
+        registered in instant(),
+        schedule in clock_schedule(),
+    ) {
+        let policy = ProtectionPolicy::default();
+        let m = manager();
+        let (mut lead, _) =
+            Lead::register(uuid::Uuid::nil(), data("Alpha"), &rep("r1"), None, registered).unwrap();
+        let mut now = registered;
+        let mut pauses: Vec<(OffsetDateTime, OffsetDateTime)> = Vec::new();
+        let mut stopped_at = None;
+        let mut last_contact = None;
+        for (gap, step) in schedule {
+            now += Duration::seconds(gap);
+            match step {
+                ClockStep::Stop => {
+                    if lead.stop_clock("trade fair", &m, now).is_ok() {
+                        stopped_at = Some(now);
+                    }
+                }
+                ClockStep::Resume => {
+                    if lead.resume_clock(&m, now).is_ok() {
+                        pauses.push((stopped_at.take().expect("stopped"), now));
+                    }
+                }
+                ClockStep::Contact => {
+                    lead.record_activity(ActivityType::Call, now, &m, now);
+                    last_contact = Some(now);
+                }
+                ClockStep::SameContactAgain => {
+                    if let Some(at) = last_contact {
+                        lead.record_activity(ActivityType::Meeting, at, &m, now);
+                    }
+                }
+            }
+            lead.sweep(now, &policy);
+        }
+        if let Some(start) = stopped_at {
+            now += Duration::hours(1);
+            lead.resume_clock(&m, now).unwrap();
+            pauses.push((start, now));
+        }
+        prop_assert_eq!(lead.last_meaningful_contact_at, last_contact);
+        let basis = last_contact.unwrap_or(registered);
+        let reminder = basis + Duration::days(60) + paused_after(&pauses, basis);
+        let facts = SweepFacts {
+            status: lead.status,
+            registered_at: lead.registered_at,
+            last_meaningful_contact_at: lead.last_meaningful_contact_at,
+            protection: &lead.protection,
+        };
+        prop_assert!(reminder > now && reminder < lead.protected_until(&policy));
+        prop_assert_eq!(next_due(&facts, &policy), Some(reminder));
+        prop_assert_eq!(next_transition(&facts, reminder - Duration::seconds(1), &policy), None);
+        prop_assert_eq!(
+            next_transition(&facts, reminder, &policy),
+            Some(AutoTransition::Reminder { grace_until: reminder + policy.grace })
+        );
+    }
+
+    /// SPEC §4.5: a stopped clock stops the grace window too. For every pause during a
+    /// reminder's grace window, the window ends exactly that much later.
+    #[test]
+    fn a_pause_during_the_grace_window_moves_its_end_by_exactly_the_pause(
+        registered in instant(),
+        into_grace in 0i64..10 * 86_400,
+        pause in 1i64..30 * 86_400,
+    ) {
+        let policy = ProtectionPolicy::default();
+        let m = manager();
+        let (mut lead, _) =
+            Lead::register(uuid::Uuid::nil(), data("Alpha"), &rep("r1"), None, registered).unwrap();
+        let reminded = registered + Duration::days(60);
+        lead.sweep(reminded, &policy);
+        prop_assert_eq!(lead.status, LeadStatus::Reminder);
+        let grace_until = lead.protection.grace_until.expect("a reminder has a grace window");
+        let stop = reminded + Duration::seconds(into_grace);
+        lead.stop_clock("holiday", &m, stop).unwrap();
+        lead.resume_clock(&m, stop + Duration::seconds(pause)).unwrap();
+        let moved = grace_until + Duration::seconds(pause);
+        prop_assert_eq!(lead.protection.grace_until, Some(moved));
+        let mut just_before = lead.clone();
+        just_before.sweep(moved - Duration::seconds(1), &policy);
+        prop_assert_eq!(just_before.status, LeadStatus::Reminder);
+        lead.sweep(moved, &policy);
+        prop_assert_eq!(lead.status, LeadStatus::Expired);
+    }
+
+    /// A merge patch sets exactly the fields whose value differs from the lead's and names them
+    /// in its `lead.updated.v1` event; the same patch again changes nothing.
+    #[test]
+    fn a_patch_sets_exactly_the_fields_that_differ_and_names_them(
+        old in lead_data(),
+        new in lead_data(),
+        source in proptest::sample::select(LeadSource::ALL.to_vec()),
+    ) {
+        let r = rep("r1");
+        let (mut lead, _) = Lead::register(uuid::Uuid::nil(), old.clone(), &r, None, T0).unwrap();
+        let patch = LeadPatch {
+            company_name: Some(new.company_name.clone()),
+            email: Some(new.email.clone()),
+            postal_code: Some(new.postal_code.clone()),
+            business_type: Some(new.business_type),
+            source: Some(source),
+            country_code: Some(new.country_code.clone()),
+            email_consent: Some(new.email_consent),
+            ..LeadPatch::default()
+        };
+        // In the order the event lists them.
+        let expected: Vec<&str> = [
+            (old.company_name != new.company_name, "companyName"),
+            (old.email != new.email, "email"),
+            (old.postal_code != new.postal_code, "postalCode"),
+            (old.business_type != new.business_type, "businessType"),
+            (old.source != source, "source"),
+            (old.country_code != new.country_code, "countryCode"),
+            (old.email_consent != new.email_consent, "emailConsent"),
+        ]
+        .into_iter()
+        .filter_map(|(differs, name)| differs.then_some(name))
+        .collect();
+        let changes = lead.apply_patch(patch.clone(), &r, T0 + Duration::hours(1)).unwrap();
+        prop_assert_eq!(&lead.data.company_name, &new.company_name);
+        prop_assert_eq!(&lead.data.email, &new.email);
+        prop_assert_eq!(&lead.data.postal_code, &new.postal_code);
+        prop_assert_eq!(lead.data.business_type, new.business_type);
+        prop_assert_eq!(lead.data.source, source);
+        prop_assert_eq!(&lead.data.country_code, &new.country_code);
+        prop_assert_eq!(lead.territory, new.territory().unwrap());
+        prop_assert_eq!(lead.data.email_consent, new.email_consent);
+        let named: Vec<&str> = changes
+            .events
+            .iter()
+            .filter_map(|(_, event)| match event {
+                LeadEvent::Updated { fields } => Some(fields.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        prop_assert_eq!(&named, &expected);
+        prop_assert_eq!(lead.version, if expected.is_empty() { 1 } else { 2 });
+        let again = lead.apply_patch(patch, &r, T0 + Duration::hours(2)).unwrap();
+        prop_assert!(again.is_empty());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Personal data (SPEC §13)
 // ---------------------------------------------------------------------------------------------
 
@@ -1277,6 +1653,19 @@ mod personal_data {
         // One second before the first period ends: nothing.
         clock.set(T0 + Duration::days(730) - Duration::seconds(1));
         assert!(block_on(svc.retention(&policy, 10)).unwrap().is_empty());
+        let retention_runs = || {
+            block_on(svc.audit_log(&admin(), 0, 50))
+                .unwrap()
+                .items
+                .iter()
+                .filter(|e| e.action == AuditAction::RetentionRun)
+                .count()
+        };
+        assert_eq!(
+            retention_runs(),
+            0,
+            "a run that erased nothing is not audited"
+        );
         clock.set(T0 + Duration::days(730));
         let report = block_on(svc.retention(&policy, 1)).unwrap();
         assert_eq!(report.leads_erased, 2);
@@ -1285,6 +1674,9 @@ mod personal_data {
         assert!(get(deleted.id).erased_at.is_some());
         assert!(get(open.id).erased_at.is_none());
         assert!(get(lost_late.id).erased_at.is_none());
+        // Each batch that erased something is audited (two batches of one), the last, empty
+        // batch is not.
+        assert_eq!(retention_runs(), 2);
         // Erased ones are not erased twice.
         assert!(block_on(svc.retention(&policy, 10)).unwrap().is_empty());
         clock.set(T0 + Duration::days(740));
