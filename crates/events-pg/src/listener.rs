@@ -188,7 +188,14 @@ impl Reader {
         // (pooled connections set theirs per transaction): the application role, system context.
         let (user, roles, territories) = freshplan_store_postgres::context_of(&Actor::system());
         (&mut listener)
-            .execute(format!("set role {}", freshplan_store_postgres::APP_ROLE).as_str())
+            .execute(
+                format!(
+                    "set role {}; {}",
+                    freshplan_store_postgres::APP_ROLE,
+                    freshplan_store_postgres::SESSION_SETTINGS
+                )
+                .as_str(),
+            )
             .await?;
         sqlx::query(
             "select set_config('freshplan.user_id', $1, false),

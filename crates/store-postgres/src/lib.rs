@@ -48,18 +48,27 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
 /// NOBYPASSRLS; created by the migrations and granted to the migrating role).
 pub const APP_ROLE: &str = "freshplan_app";
 
-/// Installs the role switch on a pool: every new connection runs `set role freshplan_app` before
-/// it is handed out. Use it to build pools with other settings (e.g. in tests:
-/// `#[sqlx::test]` hands out pool options that share its connection limit).
+/// Installs the session set-up on a pool: every new connection runs `set role freshplan_app` and
+/// `set jit = off` (one round trip) before it is handed out. Use it to build pools with other
+/// settings (e.g. in tests: `#[sqlx::test]` hands out pool options that share its connection
+/// limit).
+///
+/// JIT is off because our statements are short and their estimated costs are not: a row-level
+/// security policy with a sub-query (the manager's outbox read of migration 0010) made the outbox
+/// reader's generic plan cost ≈ 2·10⁷, above `jit_above_cost`, and PostgreSQL compiled it on
+/// every execution — 2 s of JIT for 1 ms of execution (EXPLAIN ANALYZE; ADR 0013).
 pub fn app_pool_options(options: PgPoolOptions) -> PgPoolOptions {
     options.after_connect(|conn, _meta| {
         Box::pin(async move {
-            conn.execute(format!("set role {APP_ROLE}").as_str())
+            conn.execute(format!("set role {APP_ROLE}; {SESSION_SETTINGS}").as_str())
                 .await?;
             Ok(())
         })
     })
 }
+
+/// Session settings of every application connection (see [`app_pool_options`]).
+pub const SESSION_SETTINGS: &str = "set jit = off";
 
 /// The longest a request waits for a pooled connection. While the database cannot be reached
 /// (an outage, a failover before the endpoint points at the new primary) the pool keeps trying to

@@ -570,3 +570,19 @@ async fn events_exist_if_and_only_if_their_change_committed(
     }
     db.close().await;
 }
+
+/// Application connections never JIT-compile: our statements run in milliseconds, but row-level
+/// security sub-queries give some of them estimated costs above `jit_above_cost`, and compiling
+/// them cost seconds per execution (the outbox reader; ADR 0013).
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn application_connections_run_without_jit(pool_opts: PgPoolOptions, opts: PgConnectOptions) {
+    let db = Db::new(pool_opts, opts).await;
+    let mut tx = db.store().begin(&admin()).await.unwrap();
+    let jit: String = sqlx::query_scalar("show jit")
+        .fetch_one(tx.connection().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(jit, "off");
+    drop(tx);
+    db.close().await;
+}
