@@ -254,7 +254,8 @@ impl PgLeadTx {
         let missing = |n: i64, rows: Vec<Uuid>, what: &str| {
             (usize::try_from(n).ok() != Some(rows.len())).then(|| {
                 StoreError::msg(format!(
-                    "{what}: {} of {} rows were written (a lead among {rows:?} not found)",
+                    "{what}: {} of {} rows were written (ids {rows:?}; no row is written for a \
+                     lead the caller cannot see)",
                     n,
                     rows.len()
                 ))

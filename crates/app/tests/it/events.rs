@@ -581,13 +581,7 @@ async fn stopping_ends_open_streams_so_the_graceful_stop_does_not_wait_for_them(
 
 #[actix_web::test]
 async fn ready_is_503_while_the_event_listener_is_down_and_the_stream_catches_up_after() {
-    #[allow(clippy::disallowed_methods)] // tests read where their database is
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let proxy = crate::pg_proxy::PgProxy::start(&server).await;
-    let app = spawn_app_with(|c| c.database_url = proxy.url(&c.database_url))
-        .await
-        .unwrap();
+    let (proxy, app) = crate::pg_proxy::app_behind_proxy().await;
     let events = app.events.clone().unwrap();
     wait_ready(&app).await;
     let mut sse = SseClient::connect(&app.client, &stream_url(&app, ""), &admin(), None).await;

@@ -7,17 +7,11 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 
-use crate::helpers::{lead, problem, rep, spawn_app_with};
+use crate::helpers::{lead, problem, rep};
 
 #[actix_web::test]
 async fn a_database_outage_answers_503_fast_and_the_replica_recovers_without_a_restart() {
-    #[allow(clippy::disallowed_methods)] // tests read where their database is
-    let server = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let proxy = crate::pg_proxy::PgProxy::start(&server).await;
-    let app = spawn_app_with(|c| c.database_url = proxy.url(&c.database_url))
-        .await
-        .unwrap();
+    let (proxy, app) = crate::pg_proxy::app_behind_proxy().await;
     let tok = rep("rep-1");
     let created = app.create_ok(&tok, lead("Gasthaus Vorher")).await;
     let path = format!("/api/leads/{}", created["id"].as_str().unwrap());

@@ -39,6 +39,19 @@ fn split_url(url: &str) -> (&str, &str, &str) {
     (prefix, host, suffix)
 }
 
+/// The application on a fresh database of the tests' server, with every database connection
+/// (pool and event listener) through a new proxy.
+pub(crate) async fn app_behind_proxy() -> (PgProxy, crate::helpers::TestApp) {
+    #[allow(clippy::disallowed_methods)] // tests read where their database is
+    let server = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let proxy = PgProxy::start(&server).await;
+    let app = crate::helpers::spawn_app_with(|c| c.database_url = proxy.url(&c.database_url))
+        .await
+        .unwrap();
+    (proxy, app)
+}
+
 impl PgProxy {
     /// A proxy to the server `database_url` points at, on a free local port.
     pub(crate) async fn start(database_url: &str) -> PgProxy {
