@@ -133,6 +133,21 @@ pub fn can_create(actor: &Actor, territory: TerritoryId) -> bool {
     (actor.has_role(Role::Manager) || actor.has_role(Role::Sales)) && actor.works_in(territory)
 }
 
+/// Whether the actor's roles may import leads at all (the create roles: admins, managers, sales
+/// reps; each row's territory is checked with [`can_create`]).
+pub fn may_import(actor: &Actor) -> bool {
+    actor.is_system()
+        || [Role::Admin, Role::Manager, Role::Sales]
+            .into_iter()
+            .any(|r| actor.has_role(r))
+}
+
+/// Whether the actor may name another user as a new lead's owner (an import's owner column):
+/// managers and admins, as for reassigning.
+pub fn can_assign_owner(actor: &Actor) -> bool {
+    actor.is_system() || actor.has_role(Role::Admin) || actor.has_role(Role::Manager)
+}
+
 /// Only admins may backdate `registeredAt` (imports).
 pub fn can_backdate(actor: &Actor) -> bool {
     actor.is_system() || actor.has_role(Role::Admin)

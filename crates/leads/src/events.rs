@@ -83,7 +83,7 @@ pub const LEAD_EVENT_TYPES: [&str; 9] = [
     "lead.erased.v1",
 ];
 
-fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }

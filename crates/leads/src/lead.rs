@@ -342,6 +342,36 @@ impl Lead {
         Ok((lead, changes))
     }
 
+    /// A lead created by an import: [`Lead::register`] with the file's owner (else the importer),
+    /// the import named in the `CREATED` timeline entry, and consent (only where the file gives it
+    /// explicitly) recorded with the source `IMPORT`.
+    pub fn import(
+        id: Uuid,
+        data: LeadData,
+        importer: &Actor,
+        owner: Option<UserId>,
+        registered_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+        origin: (Uuid, u64),
+    ) -> Result<(Lead, Changes), ChangeError> {
+        let (mut lead, mut changes) = Lead::register(id, data, importer, registered_at, now)?;
+        if let Some(owner) = owner {
+            lead.owner = Some(owner);
+        }
+        if lead.data.email_consent {
+            lead.email_consent_source = Some(ConsentSource::Import);
+            changes.consent = Some(ConsentSource::Import);
+        }
+        let (import_id, line) = origin;
+        changes.timeline.clear();
+        changes.entry(
+            ActivityType::Created,
+            format!("Lead imported (line {line})"),
+            serde_json::json!({"status": "REGISTERED", "importId": import_id, "line": line}),
+        );
+        Ok((lead, changes))
+    }
+
     /// Whether the lead is soft-deleted.
     pub fn is_deleted(&self) -> bool {
         self.status == LeadStatus::Deleted

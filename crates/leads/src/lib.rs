@@ -25,6 +25,7 @@ pub mod access;
 pub mod activity;
 pub mod duplicates;
 pub mod events;
+pub mod import;
 pub mod lead;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;

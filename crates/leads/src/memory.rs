@@ -471,6 +471,27 @@ impl LeadTx for InMemoryTx {
         Ok(page_of(all, page, size))
     }
 
+    async fn taken_keys(
+        &mut self,
+        keys: &[DuplicateKeys],
+    ) -> Result<Vec<Option<(Uuid, crate::duplicates::DuplicateKind)>>, StoreError> {
+        Ok(keys
+            .iter()
+            .map(|k| {
+                let live = || self.work.leads.values().filter(|o| !o.is_deleted());
+                let by = |kind| {
+                    live()
+                        .filter(|o| k.collides_with(&o.data.duplicate_keys()) == Some(kind))
+                        .map(|o| o.id)
+                        .min()
+                        .map(|id| (id, kind))
+                };
+                by(crate::duplicates::DuplicateKind::Email)
+                    .or_else(|| by(crate::duplicates::DuplicateKind::Company))
+            })
+            .collect())
+    }
+
     async fn commit(mut self) -> Result<(), StoreError> {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         if shared.generation != self.base {

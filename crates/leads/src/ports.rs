@@ -315,6 +315,45 @@ pub trait LeadTx: Send {
         size: u32,
     ) -> impl Future<Output = Result<Page<AuditEntry>, StoreError>> + Send;
 
+    /// For each of `keys` (in order), the non-deleted lead already holding one of them — whether
+    /// or not the actor may read it, exactly as [`LeadTx::insert`] would refuse the lead — with
+    /// the rule that matched (e-mail first). Imports ask this for a whole batch at once.
+    fn taken_keys(
+        &mut self,
+        keys: &[DuplicateKeys],
+    ) -> impl Future<Output = Result<Vec<Option<(Uuid, DuplicateKind)>>, StoreError>> + Send;
+
+    /// The leads among `ids` that the actor may read, unlocked (missing and invisible ones are
+    /// left out). The default reads them one by one.
+    fn read_many(
+        &mut self,
+        ids: &[Uuid],
+    ) -> impl Future<Output = Result<Vec<Lead>, StoreError>> + Send {
+        async move {
+            let mut leads = Vec::with_capacity(ids.len());
+            for &id in ids {
+                if let Some(lead) = self.read(id).await? {
+                    leads.push(lead);
+                }
+            }
+            Ok(leads)
+        }
+    }
+
+    /// Inserts new leads; all or (with the error of the first refused one) none. The default
+    /// inserts them one by one; the Postgres adapter sends one statement.
+    fn insert_many(
+        &mut self,
+        leads: &[Lead],
+    ) -> impl Future<Output = Result<(), WriteError>> + Send {
+        async move {
+            for lead in leads {
+                self.insert(lead).await?;
+            }
+            Ok(())
+        }
+    }
+
     /// Commits.
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -9,6 +9,7 @@ use crate::access::{self, Action, Decision, LeadFacts};
 use crate::activity::{Activity, ActivityType, validate_description};
 use crate::duplicates::DuplicateKind;
 use crate::events::LeadEvent;
+use crate::import::{ImportCandidate, InFileKeys, RowOutcome, RowReport};
 use crate::lead::{ChangeError, Changes, Lead, LeadData, LeadPatch};
 use crate::model::FieldError;
 use crate::personal::{
@@ -308,6 +309,141 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
             .await?;
         tx.commit().await?;
         Ok((lead, false))
+    }
+
+    /// Applies the create rules to a batch of import rows in one transaction and returns it
+    /// uncommitted with each row's outcome, so the caller records its own bookkeeping (progress,
+    /// report) in the same transaction and commits both together. Each row is created exactly as
+    /// [`LeadService::create`] would create it ([`Lead::import`]); per row: the territory must be
+    /// one the importer may create in, only admins backdate, only managers and admins name an
+    /// owner; a row whose keys an existing lead holds is a duplicate (naming the lead only when the
+    /// importer may read it), else one whose keys an earlier row of the file holds
+    /// (`in_file`). With `dry_run` nothing is written; the transaction only read.
+    ///
+    /// A lead that appeared between the duplicate check and the insert (a concurrent create)
+    /// fails the whole batch with [`LeadError::Duplicate`]; the caller retries (the check then
+    /// sees it).
+    pub async fn import_batch(
+        &self,
+        actor: &Actor,
+        import_id: Uuid,
+        rows: Vec<ImportCandidate>,
+        in_file: &InFileKeys,
+        dry_run: bool,
+    ) -> Result<(S::Tx, Vec<RowReport>), LeadError> {
+        if !access::may_import(actor) {
+            return Err(LeadError::Forbidden("your role cannot create leads"));
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin(actor).await?;
+        let mut reports = Vec::with_capacity(rows.len());
+        let mut accepted = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut errors = Vec::new();
+            match row.data.territory() {
+                Ok(t) if !access::can_create(actor, t) => errors.push(FieldError::new(
+                    "countryCode",
+                    "you cannot create leads in this territory",
+                )),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+            if row.registered_at.is_some() && !access::can_backdate(actor) {
+                errors.push(FieldError::new(
+                    "registeredAt",
+                    "only admins may set registeredAt",
+                ));
+            }
+            if row.owner.is_some() && !access::can_assign_owner(actor) {
+                errors.push(FieldError::new(
+                    "ownerUserId",
+                    "only managers and admins may name an owner",
+                ));
+            }
+            if errors.is_empty() {
+                match Lead::import(
+                    self.ids.new_id(),
+                    row.data,
+                    actor,
+                    row.owner,
+                    row.registered_at,
+                    now,
+                    (import_id, row.line),
+                ) {
+                    Ok(created) => {
+                        accepted.push((row.line, created));
+                        continue;
+                    }
+                    Err(e) => match LeadError::from(e) {
+                        LeadError::Validation(mut v) => errors.append(&mut v),
+                        other => return Err(other),
+                    },
+                }
+            }
+            reports.push(RowReport {
+                line: row.line,
+                outcome: RowOutcome::Refused { errors },
+            });
+        }
+        let keys: Vec<_> = accepted
+            .iter()
+            .map(|(_, (lead, _))| lead.data.duplicate_keys())
+            .collect();
+        let taken = tx.taken_keys(&keys).await?;
+        let taken_ids: Vec<Uuid> = taken.iter().flatten().map(|(id, _)| *id).collect();
+        let readable: std::collections::HashSet<Uuid> = tx
+            .read_many(&taken_ids)
+            .await?
+            .iter()
+            .filter(|other| access::can_read(actor, &facts(other)))
+            .map(|other| other.id)
+            .collect();
+        let mut created = Vec::with_capacity(accepted.len());
+        for (((line, (lead, changes)), keys), taken) in accepted.into_iter().zip(&keys).zip(taken)
+        {
+            let outcome = if let Some((id, kind)) = taken {
+                RowOutcome::Duplicate {
+                    kind,
+                    existing: readable.contains(&id).then_some(id),
+                    other_line: None,
+                }
+            } else if let Some((other, kind)) = in_file.earlier(line, keys) {
+                RowOutcome::Duplicate {
+                    kind,
+                    existing: None,
+                    other_line: Some(other),
+                }
+            } else {
+                let outcome = RowOutcome::Created { lead_id: lead.id };
+                created.push((lead, changes));
+                outcome
+            };
+            reports.push(RowReport { line, outcome });
+        }
+        reports.sort_by_key(|r| r.line);
+        if !dry_run && !created.is_empty() {
+            let leads: Vec<Lead> = created.iter().map(|(lead, _)| lead.clone()).collect();
+            match tx.insert_many(&leads).await {
+                Ok(()) => {}
+                Err(WriteError::Duplicate(kind)) => {
+                    return Err(LeadError::Duplicate {
+                        kind,
+                        existing: None,
+                    });
+                }
+                Err(WriteError::Store(e)) => return Err(e.into()),
+                Err(
+                    WriteError::VersionConflict
+                    | WriteError::IdempotencyKeyTaken
+                    | WriteError::Busy,
+                ) => return Err(LeadError::Conflict("concurrent change, retry")),
+            }
+            for (lead, changes) in created {
+                self.write_changes(&mut tx, &lead, actor, changes, now)
+                    .await?;
+            }
+        }
+        Ok((tx, reports))
     }
 
     /// A lead the caller may read; deleted leads answer `NotFound`.

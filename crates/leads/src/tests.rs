@@ -1687,3 +1687,212 @@ mod personal_data {
         assert!(get(open.id).erased_at.is_none());
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Imports: each row is created exactly as a single create, with the file's rules on top.
+// ---------------------------------------------------------------------------------------------
+
+mod imports {
+    use super::*;
+    use crate::import::{ImportCandidate, InFileKeys, RowOutcome};
+    use crate::personal::ConsentSource;
+    use crate::ports::LeadTx;
+    use uuid::Uuid;
+
+    const IMPORT: Uuid = Uuid::from_u128(0x1e);
+
+    fn row(line: u64, d: LeadData) -> ImportCandidate {
+        ImportCandidate {
+            line,
+            data: d,
+            registered_at: None,
+            owner: None,
+        }
+    }
+
+    fn run(
+        svc: &Svc,
+        actor: &Actor,
+        rows: Vec<ImportCandidate>,
+        dry_run: bool,
+    ) -> Vec<(u64, RowOutcome)> {
+        let in_file = InFileKeys::build(rows.iter().map(|r| (r.line, r.data.duplicate_keys())));
+        let (tx, reports) =
+            block_on(svc.import_batch(actor, IMPORT, rows, &in_file, dry_run)).unwrap();
+        block_on(tx.commit()).unwrap();
+        reports.into_iter().map(|r| (r.line, r.outcome)).collect()
+    }
+
+    #[test]
+    fn an_imported_lead_is_created_as_a_single_create_would_with_the_import_as_its_source() {
+        let (svc, store, _) = setup();
+        let mut with_consent = data("Gasthaus Post");
+        with_consent.email_consent = true;
+        let out = run(
+            &svc,
+            &rep("r1"),
+            vec![row(2, with_consent), row(3, data("Hotel Adler"))],
+            false,
+        );
+        assert!(matches!(out[0], (2, RowOutcome::Created { .. })));
+        assert!(matches!(out[1], (3, RowOutcome::Created { .. })));
+        let leads = store.leads();
+        assert_eq!(leads.len(), 2);
+        for lead in &leads {
+            assert_eq!(lead.status, LeadStatus::Registered);
+            assert_eq!(lead.owner, Some(u("r1")), "the importer owns what they import");
+            assert_eq!(lead.registered_at, T0);
+            assert_eq!(lead.version, 1);
+        }
+        assert_eq!(types(&store), ["lead.created.v1", "lead.created.v1"]);
+        let timeline = store.activities();
+        assert_eq!(timeline.len(), 2);
+        assert!(timeline.iter().all(|a| a.activity_type == ActivityType::Created
+            && a.metadata["importId"] == IMPORT.to_string()));
+        let post = leads
+            .iter()
+            .find(|l| l.data.company_name.as_str() == "Gasthaus Post")
+            .unwrap();
+        assert_eq!(post.email_consent_source, Some(ConsentSource::Import));
+        let ledger = store.consent_changes();
+        assert_eq!(ledger.len(), 1, "only the row that gave consent is in the ledger");
+        assert_eq!(ledger[0].source, ConsentSource::Import);
+        assert_eq!(ledger[0].lead_id, post.id);
+    }
+
+    #[test]
+    fn a_dry_run_reports_the_same_outcomes_and_writes_nothing() {
+        let (svc, store, _) = setup();
+        create(&svc, &rep("r1"), data("Gasthaus Post")).unwrap();
+        let rows = || {
+            vec![
+                row(2, data("Gasthaus Post")),
+                row(3, data("Hotel Adler")),
+                row(4, data("hotel  adler")),
+                row(5, LeadData::new(CompanyName::parse("Zürich AG").unwrap(), "CH").unwrap()),
+            ]
+        };
+        let dry = run(&svc, &rep("r1"), rows(), true);
+        assert_eq!(store.leads().len(), 1, "a dry run creates nothing");
+        assert_eq!(types(&store), ["lead.created.v1"]);
+        let real = run(&svc, &rep("r1"), rows(), false);
+        let shape = |o: &[(u64, RowOutcome)]| {
+            o.iter()
+                .map(|(l, o)| (*l, o.name()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(shape(&dry), shape(&real));
+        assert_eq!(
+            shape(&real),
+            [(2, "duplicate"), (3, "created"), (4, "duplicate"), (5, "refused")]
+        );
+        assert_eq!(store.leads().len(), 2);
+    }
+
+    #[test]
+    fn duplicates_name_the_existing_lead_only_when_the_importer_may_read_it_and_name_earlier_lines()
+    {
+        let (svc, _, _) = setup();
+        let mine = create(&svc, &rep("r1"), data("Gasthaus Post")).unwrap();
+        let theirs = create(&svc, &rep("r2"), data("Hotel Adler")).unwrap();
+        let out = run(
+            &svc,
+            &rep("r1"),
+            vec![
+                row(2, data("Gasthaus Post")),
+                row(3, data("Hotel Adler")),
+                row(4, data("Kantine Nord")),
+                row(9, data("kantine nord")),
+            ],
+            false,
+        );
+        assert_eq!(
+            out[0].1,
+            RowOutcome::Duplicate {
+                kind: DuplicateKind::Company,
+                existing: Some(mine.id),
+                other_line: None
+            }
+        );
+        assert_eq!(
+            out[1].1,
+            RowOutcome::Duplicate {
+                kind: DuplicateKind::Company,
+                existing: None,
+                other_line: None
+            },
+            "another rep's lead {} is a duplicate but not named",
+            theirs.id
+        );
+        assert!(matches!(out[2].1, RowOutcome::Created { .. }));
+        assert_eq!(
+            out[3].1,
+            RowOutcome::Duplicate {
+                kind: DuplicateKind::Company,
+                existing: None,
+                other_line: Some(4)
+            }
+        );
+    }
+
+    #[test]
+    fn owner_backdating_and_territory_are_checked_per_row_as_for_single_creates() {
+        let (svc, store, _) = setup();
+        let backdated = ImportCandidate {
+            registered_at: Some(T0 - Duration::days(30)),
+            ..row(2, data("Gasthaus Post"))
+        };
+        let owned = ImportCandidate {
+            owner: Some(u("r2")),
+            ..row(3, data("Hotel Adler"))
+        };
+        let swiss = row(
+            4,
+            LeadData::new(CompanyName::parse("Zürich AG").unwrap(), "CH").unwrap(),
+        );
+        let out = run(
+            &svc,
+            &rep("r1"),
+            vec![backdated.clone(), owned.clone(), swiss.clone()],
+            false,
+        );
+        let fields = |o: &RowOutcome| match o {
+            RowOutcome::Refused { errors } => errors.iter().map(|e| e.field).collect::<Vec<_>>(),
+            other => panic!("refused expected, got {other:?}"),
+        };
+        assert_eq!(fields(&out[0].1), ["registeredAt"]);
+        assert_eq!(fields(&out[1].1), ["ownerUserId"]);
+        assert_eq!(fields(&out[2].1), ["countryCode"]);
+        assert!(store.leads().is_empty());
+
+        let out = run(&svc, &manager(), vec![owned, swiss.clone()], false);
+        assert!(matches!(out[0].1, RowOutcome::Created { .. }));
+        assert_eq!(fields(&out[1].1), ["countryCode"], "a DE manager cannot import CH");
+        assert_eq!(store.leads()[0].owner, Some(u("r2")), "a manager names the owner");
+
+        let out = run(&svc, &admin(), vec![backdated, swiss], false);
+        assert!(out.iter().all(|(_, o)| matches!(o, RowOutcome::Created { .. })));
+        let backdated = store
+            .leads()
+            .into_iter()
+            .find(|l| l.data.company_name.as_str() == "Gasthaus Post")
+            .unwrap();
+        assert_eq!(backdated.registered_at, T0 - Duration::days(30));
+    }
+
+    #[test]
+    fn viewers_cannot_import() {
+        let (svc, _, _) = setup();
+        let viewer = Actor::new(u("v"), [Role::Viewer], [TerritoryId::De]);
+        let err = block_on(svc.import_batch(
+            &viewer,
+            IMPORT,
+            vec![row(2, data("A"))],
+            &InFileKeys::default(),
+            true,
+        ))
+        .err()
+        .unwrap();
+        assert!(matches!(err, LeadError::Forbidden(_)));
+    }
+}
