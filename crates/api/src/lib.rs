@@ -24,6 +24,7 @@ pub mod activities;
 pub mod events;
 pub mod followups;
 pub mod health;
+pub mod imports;
 pub mod leads;
 pub mod mails;
 pub mod privacy;

@@ -132,6 +132,9 @@ pub struct Config {
     /// `FRESHPLAN_EVENTS_RETENTION` (default `7d`; `s`, `m`, `h` or `d`; `off`: this replica
     /// does not purge): how long outbox events stay readable by the feed (SPEC §7.5).
     pub events_retention: Option<Duration>,
+    /// `FRESHPLAN_IMPORT_LEASE` (default `30s`): how long a replica's hold on a running import
+    /// lasts without progress; when the replica dies, another takes the import over after it.
+    pub import_lease: Duration,
     /// `FRESHPLAN_SSE_KEEPALIVE` (default `15s`): a comment line is sent on an SSE stream that
     /// has been quiet this long (below the usual proxy idle timeouts).
     pub sse_keep_alive: Duration,
@@ -318,6 +321,7 @@ impl Config {
             metrics: true,
             events: true,
             events_retention: Some(DEFAULT_EVENTS_RETENTION),
+            import_lease: crate::imports::DEFAULT_LEASE,
             sse_keep_alive: DEFAULT_SSE_KEEP_ALIVE,
             sse_buffer: DEFAULT_SSE_BUFFER,
             development: false,
@@ -373,6 +377,7 @@ impl Config {
                     DEFAULT_EVENTS_RETENTION,
                 )?),
             },
+            import_lease: duration("FRESHPLAN_IMPORT_LEASE", crate::imports::DEFAULT_LEASE)?,
             sse_keep_alive: duration("FRESHPLAN_SSE_KEEPALIVE", DEFAULT_SSE_KEEP_ALIVE)?,
             sse_buffer: match var("FRESHPLAN_SSE_BUFFER") {
                 None => DEFAULT_SSE_BUFFER,

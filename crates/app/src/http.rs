@@ -16,14 +16,24 @@ use crate::problem::Problem;
 /// when `Content-Length` says so).
 pub async fn read_body(
     req: &HttpRequest,
+    payload: actix_web::web::Payload,
+) -> Result<actix_web::web::Bytes, Problem> {
+    read_body_up_to(req, payload, crate::BODY_LIMIT, "64 KiB").await
+}
+
+/// Reads a request body of at most `limit` bytes (`limit_text` says it in the 413's detail).
+pub async fn read_body_up_to(
+    req: &HttpRequest,
     mut payload: actix_web::web::Payload,
+    limit: usize,
+    limit_text: &str,
 ) -> Result<actix_web::web::Bytes, Problem> {
     use futures_util::StreamExt;
     let too_large = || {
         Problem::new(
             actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
-            "The request body exceeds 64 KiB.",
+            format!("The request body exceeds {limit_text}."),
         )
     };
     let declared = req
@@ -31,7 +41,7 @@ pub async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > crate::BODY_LIMIT) {
+    if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let mut body = actix_web::web::BytesMut::new();
@@ -39,7 +49,7 @@ pub async fn read_body(
         let chunk = chunk.map_err(|e| {
             Problem::bad_request(format!("The request body could not be read: {e}"))
         })?;
-        if body.len() + chunk.len() > crate::BODY_LIMIT {
+        if body.len() + chunk.len() > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);

@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod events;
 pub mod followups;
 pub mod http;
+pub mod imports;
 pub mod mails;
 pub mod observe;
 pub mod openapi;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub sse_keep_alive: Duration,
     /// Follow-ups, mail outbox and cockpit figures ([`followups`]).
     pub followups: Arc<followups::FollowUps>,
+    /// Lead-list imports run by this replica ([`imports`]).
+    pub imports: Arc<imports::Importer>,
 }
 
 /// Connects, builds the state, starts this replica's event pipeline (unless
@@ -113,7 +116,14 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
         ProtectionPolicy::default(),
     );
     let (closing_tx, closing) = watch::channel(false);
+    let importer = Arc::new(imports::Importer::new(
+        leads.clone(),
+        config.import_lease,
+        metrics.clone(),
+        api::imports::candidate,
+    ));
     let state = web::Data::new(AppState {
+        imports: importer.clone(),
         leads,
         metrics,
         events: events.clone(),
@@ -123,7 +133,11 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
     });
     let shared_followups = followups.followups();
     // The schedules, the dispatcher and the cockpit refresher; they end on `closing`.
-    let background = followups.start(&state, &closing);
+    let mut background = followups.start(&state, &closing);
+    background.push(
+        "import-resumer",
+        tokio::spawn(importer.resume(closing.clone())),
+    );
     let auth = web::Data::new(Arc::new(authenticator));
     let mut server = HttpServer::new(move || {
         App::new()

@@ -52,9 +52,9 @@ problem_response! {
     /// 412.
     PreconditionFailed => "`If-Match` names an older version of the lead: fetch it again.";
     /// 413.
-    TooLarge => "The request body exceeds 64 KiB.";
+    TooLarge => "The request body exceeds 64 KiB (an import's file: 20 MB or 50,000 rows).";
     /// 415.
-    UnsupportedMediaType => "The body is not `application/json` (or, for a merge patch, `application/merge-patch+json`).";
+    UnsupportedMediaType => "The body is not `application/json` (or, for a merge patch, `application/merge-patch+json`; for an import, `text/csv` with a known charset).";
     /// 422.
     Unprocessable => "A value of the right type that is not allowed, a missing required field, an unknown enum value, a transition the status table forbids, or an Idempotency-Key reused with another body: `errors` names the fields.";
     /// 428.
@@ -74,6 +74,9 @@ problem_response! {
         api::territories::get_territory,
         api::leads::list_leads,
         api::leads::create_lead,
+        api::imports::create_import,
+        api::imports::get_import,
+        api::imports::list_rows,
         api::leads::get_lead,
         api::leads::patch_lead,
         api::leads::delete_lead,
@@ -139,7 +142,14 @@ problem_response! {
             freshplan_api::privacy::PersonalDataExport,
             freshplan_api::privacy::AuditAction,
             freshplan_api::privacy::AuditEntry,
-            freshplan_api::privacy::AuditPage
+            freshplan_api::privacy::AuditPage,
+            freshplan_api::imports::LeadImport,
+            freshplan_api::imports::ImportState,
+            freshplan_api::imports::ImportColumn,
+            freshplan_api::imports::ImportRow,
+            freshplan_api::imports::RowOutcome,
+            freshplan_api::imports::RowError,
+            freshplan_api::imports::ImportRowPage
         ),
         responses(
             BadRequest,

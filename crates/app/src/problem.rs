@@ -178,6 +178,12 @@ impl ResponseError for Problem {
     }
 }
 
+impl From<freshplan_leads::ports::StoreError> for Problem {
+    fn from(e: freshplan_leads::ports::StoreError) -> Self {
+        Problem::from(LeadError::Store(e))
+    }
+}
+
 impl From<LeadError> for Problem {
     fn from(e: LeadError) -> Self {
         match e {

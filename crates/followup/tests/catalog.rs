@@ -19,9 +19,11 @@ use freshplan_kernel::testing::SequentialIds;
 use freshplan_kernel::{Actor, CloudEvent, FixedClock, Role, TerritoryId, UserId};
 use freshplan_leads::activity::ActivityType;
 use freshplan_leads::events::LEAD_EVENT_TYPES;
+use freshplan_leads::import::{ImportCandidate, ImportState, ImportSummary, InFileKeys};
 use freshplan_leads::memory::{InMemoryLeadStore, block_on};
 use freshplan_leads::model::{BusinessType, CompanyName};
 use freshplan_leads::personal::ErasureReason;
+use freshplan_leads::ports::LeadTx;
 use freshplan_leads::protection::ProtectionPolicy;
 use freshplan_leads::status::LeadStatus;
 use freshplan_leads::{CreateLead, LeadData, LeadPatch, LeadService, LogActivity};
@@ -177,7 +179,33 @@ fn lead_events() -> Vec<CloudEvent> {
     // erased (SPEC §13)
     let admin = Actor::new(u("admin"), [Role::Admin], []);
     block_on(svc.erase(&admin, b.id, None, ErasureReason::DataSubjectRequest)).unwrap();
-    store.events()
+    // an import of two rows (one created, one duplicate of an earlier line), then its end
+    let import_id = Uuid::from_u128(0x1e);
+    let rows: Vec<ImportCandidate> = ["Bistro Linde", "bistro  linde"]
+        .into_iter()
+        .zip(2..)
+        .map(|(name, line)| ImportCandidate {
+            line,
+            data: LeadData::new(CompanyName::parse(name).unwrap(), "DE").unwrap(),
+            registered_at: None,
+            owner: None,
+        })
+        .collect();
+    let in_file = InFileKeys::build(rows.iter().map(|r| (r.line, r.data.duplicate_keys())));
+    let (tx, reports) = block_on(svc.import_batch(&rep, import_id, rows, &in_file, false)).unwrap();
+    block_on(tx.commit()).unwrap();
+    let summary = ImportSummary {
+        id: import_id,
+        state: ImportState::Succeeded,
+        rows: 2,
+        created: 1,
+        refused: 0,
+        duplicates: u32::try_from(reports.len() - 1).unwrap(),
+        started_at: T0,
+    };
+    let mut events = store.events();
+    events.push(summary.finished_event(Uuid::from_u128(0xe1), T0 + Duration::days(70)));
+    events
 }
 
 fn candidate(n: u128, email: Option<&str>) -> Candidate {

@@ -384,15 +384,23 @@ impl Records<'_> {
 
 /// Decodes `bytes` (see the crate doc) and names the encoding used.
 fn decode(bytes: &[u8], charset: Option<&str>) -> Result<(String, &'static Encoding), SheetError> {
+    // A declared label must be one the Encoding Standard knows, even when a byte order mark
+    // then decides: a typo in the request is reported, not silently ignored.
+    let declared = match charset {
+        Some(label) => {
+            let label = label.trim().trim_matches('"');
+            Some(
+                Encoding::for_label_no_replacement(label.as_bytes())
+                    .ok_or_else(|| SheetError::UnknownCharset(label.to_owned()))?,
+            )
+        }
+        None => None,
+    };
     if let Some((encoding, bom)) = Encoding::for_bom(bytes) {
         return decode_strict(encoding, &bytes[bom..]).map(|text| (text, encoding));
     }
-    let encoding = match charset {
-        Some(label) => {
-            let label = label.trim().trim_matches('"');
-            Encoding::for_label_no_replacement(label.as_bytes())
-                .ok_or_else(|| SheetError::UnknownCharset(label.to_owned()))?
-        }
+    let encoding = match declared {
+        Some(encoding) => encoding,
         None => match String::from_utf8(bytes.to_vec()) {
             Ok(text) => return Ok((text, UTF_8)),
             Err(_) => WINDOWS_1252,

@@ -66,12 +66,13 @@ pub enum LeadEvent {
 /// everything except a logged activity that is not a meaningful contact. Stated on the envelope,
 /// because that is what adapters hold when they write the outbox.
 pub fn moves_dashboard(event: &CloudEvent) -> bool {
-    !(event.event_type == LEAD_EVENT_TYPES[4]
-        && event.data.get("meaningfulContact") == Some(&serde_json::Value::Bool(false)))
+    event.event_type != crate::import::IMPORT_FINISHED
+        && !(event.event_type == LEAD_EVENT_TYPES[4]
+            && event.data.get("meaningfulContact") == Some(&serde_json::Value::Bool(false)))
 }
 
 /// Every lead event type this crate emits (the follow-up types come from `freshplan-followup`).
-pub const LEAD_EVENT_TYPES: [&str; 9] = [
+pub const LEAD_EVENT_TYPES: [&str; 10] = [
     "lead.created.v1",
     "lead.updated.v1",
     "lead.status.changed.v1",
@@ -81,6 +82,7 @@ pub const LEAD_EVENT_TYPES: [&str; 9] = [
     "lead.protection.reminder.v1",
     "lead.protection.expired.v1",
     "lead.erased.v1",
+    crate::import::IMPORT_FINISHED,
 ];
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {

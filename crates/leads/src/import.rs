@@ -230,7 +230,11 @@ mod tests {
             (9, keys("Kantine Nord", None, "20095")),
         ];
         let index = InFileKeys::build(rows.clone());
-        assert_eq!(index.earlier(2, &rows[0].1), None, "the first line is no duplicate");
+        assert_eq!(
+            index.earlier(2, &rows[0].1),
+            None,
+            "the first line is no duplicate"
+        );
         assert_eq!(index.earlier(3, &rows[1].1), None);
         assert_eq!(
             index.earlier(5, &rows[2].1),
@@ -288,6 +292,9 @@ mod tests {
         let keys: Vec<&String> = ce.data.as_object().unwrap().keys().collect();
         assert_eq!(keys.len(), 8, "{keys:?}");
         let again = summary.finished_event(Uuid::from_u128(2), datetime!(2026-12-06 10:02 UTC));
-        assert_eq!(ce.idempotencykey, again.idempotencykey, "one key per import");
+        assert_eq!(
+            ce.idempotencykey, again.idempotencykey,
+            "one key per import"
+        );
     }
 }

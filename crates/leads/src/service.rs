@@ -399,8 +399,7 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
             .map(|other| other.id)
             .collect();
         let mut created = Vec::with_capacity(accepted.len());
-        for (((line, (lead, changes)), keys), taken) in accepted.into_iter().zip(&keys).zip(taken)
-        {
+        for (((line, (lead, changes)), keys), taken) in accepted.into_iter().zip(&keys).zip(taken) {
             let outcome = if let Some((id, kind)) = taken {
                 RowOutcome::Duplicate {
                     kind,

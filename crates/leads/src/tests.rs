@@ -1740,22 +1740,34 @@ mod imports {
         assert_eq!(leads.len(), 2);
         for lead in &leads {
             assert_eq!(lead.status, LeadStatus::Registered);
-            assert_eq!(lead.owner, Some(u("r1")), "the importer owns what they import");
+            assert_eq!(
+                lead.owner,
+                Some(u("r1")),
+                "the importer owns what they import"
+            );
             assert_eq!(lead.registered_at, T0);
             assert_eq!(lead.version, 1);
         }
         assert_eq!(types(&store), ["lead.created.v1", "lead.created.v1"]);
         let timeline = store.activities();
         assert_eq!(timeline.len(), 2);
-        assert!(timeline.iter().all(|a| a.activity_type == ActivityType::Created
-            && a.metadata["importId"] == IMPORT.to_string()));
+        assert!(
+            timeline
+                .iter()
+                .all(|a| a.activity_type == ActivityType::Created
+                    && a.metadata["importId"] == IMPORT.to_string())
+        );
         let post = leads
             .iter()
             .find(|l| l.data.company_name.as_str() == "Gasthaus Post")
             .unwrap();
         assert_eq!(post.email_consent_source, Some(ConsentSource::Import));
         let ledger = store.consent_changes();
-        assert_eq!(ledger.len(), 1, "only the row that gave consent is in the ledger");
+        assert_eq!(
+            ledger.len(),
+            1,
+            "only the row that gave consent is in the ledger"
+        );
         assert_eq!(ledger[0].source, ConsentSource::Import);
         assert_eq!(ledger[0].lead_id, post.id);
     }
@@ -1769,22 +1781,27 @@ mod imports {
                 row(2, data("Gasthaus Post")),
                 row(3, data("Hotel Adler")),
                 row(4, data("hotel  adler")),
-                row(5, LeadData::new(CompanyName::parse("Zürich AG").unwrap(), "CH").unwrap()),
+                row(
+                    5,
+                    LeadData::new(CompanyName::parse("Zürich AG").unwrap(), "CH").unwrap(),
+                ),
             ]
         };
         let dry = run(&svc, &rep("r1"), rows(), true);
         assert_eq!(store.leads().len(), 1, "a dry run creates nothing");
         assert_eq!(types(&store), ["lead.created.v1"]);
         let real = run(&svc, &rep("r1"), rows(), false);
-        let shape = |o: &[(u64, RowOutcome)]| {
-            o.iter()
-                .map(|(l, o)| (*l, o.name()))
-                .collect::<Vec<_>>()
-        };
+        let shape =
+            |o: &[(u64, RowOutcome)]| o.iter().map(|(l, o)| (*l, o.name())).collect::<Vec<_>>();
         assert_eq!(shape(&dry), shape(&real));
         assert_eq!(
             shape(&real),
-            [(2, "duplicate"), (3, "created"), (4, "duplicate"), (5, "refused")]
+            [
+                (2, "duplicate"),
+                (3, "created"),
+                (4, "duplicate"),
+                (5, "refused")
+            ]
         );
         assert_eq!(store.leads().len(), 2);
     }
@@ -1867,11 +1884,22 @@ mod imports {
 
         let out = run(&svc, &manager(), vec![owned, swiss.clone()], false);
         assert!(matches!(out[0].1, RowOutcome::Created { .. }));
-        assert_eq!(fields(&out[1].1), ["countryCode"], "a DE manager cannot import CH");
-        assert_eq!(store.leads()[0].owner, Some(u("r2")), "a manager names the owner");
+        assert_eq!(
+            fields(&out[1].1),
+            ["countryCode"],
+            "a DE manager cannot import CH"
+        );
+        assert_eq!(
+            store.leads()[0].owner,
+            Some(u("r2")),
+            "a manager names the owner"
+        );
 
         let out = run(&svc, &admin(), vec![backdated, swiss], false);
-        assert!(out.iter().all(|(_, o)| matches!(o, RowOutcome::Created { .. })));
+        assert!(
+            out.iter()
+                .all(|(_, o)| matches!(o, RowOutcome::Created { .. }))
+        );
         let backdated = store
             .leads()
             .into_iter()

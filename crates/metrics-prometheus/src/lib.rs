@@ -57,6 +57,7 @@ pub struct Metrics {
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
     retention_erased: IntCounterVec,
+    import_rows: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -217,6 +218,14 @@ impl Metrics {
             &["kind"],
         )?;
         registry.register(Box::new(retention_erased.clone()))?;
+        let import_rows = IntCounterVec::new(
+            Opts::new(
+                "freshplan_import_rows_total",
+                "Rows of imported lead lists by result: created, refused, duplicate (dry runs not counted).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(import_rows.clone()))?;
         registry.register(Box::new(events_published.clone()))?;
         registry.register(Box::new(events_consumed.clone()))?;
         registry.register(Box::new(dedupe_entries.clone()))?;
@@ -248,6 +257,7 @@ impl Metrics {
             http_requests,
             http_duration,
             retention_erased,
+            import_rows,
         })
     }
 
@@ -336,6 +346,11 @@ impl Metrics {
         self.retention_erased
             .with_label_values(&["mail_body"])
             .inc_by(mail_bodies);
+    }
+
+    /// Rows of an import batch, by result (`created`, `refused`, `duplicate`).
+    pub fn import_rows(&self, result: &str, n: u64) {
+        self.import_rows.with_label_values(&[result]).inc_by(n);
     }
 
     /// Open leads waiting for T+3 and for T+7.

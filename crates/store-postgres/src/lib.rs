@@ -33,6 +33,7 @@ use freshplan_kernel::Actor;
 mod error;
 /// The follow-up ports on PostgreSQL, the run guard and log, and the cockpit figures.
 pub mod followup;
+pub mod imports;
 mod rows;
 mod store;
 

@@ -13,7 +13,7 @@ use freshplan_kernel::{Actor, CloudEvent, Role, TerritoryId, UserId};
 use freshplan_leads::Lead;
 use freshplan_leads::activity::Activity;
 use freshplan_leads::activity::ActivityType;
-use freshplan_leads::duplicates::DuplicateKeys;
+use freshplan_leads::duplicates::{DuplicateKeys, DuplicateKind};
 use freshplan_leads::personal::{self, AuditEntry, ConsentChange, ErasureCounts, PersonalRecords};
 use freshplan_leads::ports::{
     IdempotencyRecord, LeadQuery, LeadStore, LeadTx, Page, SortField, StoreError, WriteError,
@@ -328,6 +328,32 @@ static UPDATE_LEAD: LazyLock<String> = LazyLock::new(|| {
         LEAD_WRITE_COLUMNS.len() + 2
     )
 });
+
+/// `insert into leads` with `rows` rows of parameters, each in the order of [`bind_lead`]: one
+/// statement (and one firing of the statement triggers) for an import batch.
+fn insert_leads_sql(rows: usize) -> String {
+    let width = LEAD_WRITE_COLUMNS.len() + 1;
+    let columns: Vec<&str> = LEAD_WRITE_COLUMNS.iter().map(|(c, _)| *c).collect();
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let base = r * width;
+            let exprs: Vec<String> = LEAD_WRITE_COLUMNS
+                .iter()
+                .enumerate()
+                .map(|(i, (_, expr))| expr.replace("{}", &format!("${}", base + i + 2)))
+                .collect();
+            format!("(${}, {})", base + 1, exprs.join(", "))
+        })
+        .collect();
+    format!(
+        "insert into leads (id, {}) values {}",
+        columns.join(", "),
+        values.join(", ")
+    )
+}
+
+/// Leads per multi-row insert: PostgreSQL takes at most 65,535 parameters per statement.
+const INSERT_CHUNK: usize = 500;
 
 /// Rounds up to whole microseconds (PostgreSQL's precision).
 fn ceil_to_micros(t: OffsetDateTime) -> OffsetDateTime {
@@ -703,6 +729,66 @@ impl LeadTx for PgLeadTx {
             .await
             .map_err(|e| classify("insert a lead", e))?;
         Ok(())
+    }
+
+    async fn insert_many(&mut self, leads: &[Lead]) -> Result<(), WriteError> {
+        self.flush().await?;
+        for chunk in leads.chunks(INSERT_CHUNK) {
+            let sql = insert_leads_sql(chunk.len());
+            let mut query = sqlx::query(&sql);
+            for lead in chunk {
+                query = bind_lead(query, lead, &self.policy);
+            }
+            query
+                .execute(&mut *self.tx)
+                .await
+                .map_err(|e| classify("insert leads", e))?;
+        }
+        Ok(())
+    }
+
+    async fn taken_keys(
+        &mut self,
+        keys: &[DuplicateKeys],
+    ) -> Result<Vec<Option<(Uuid, DuplicateKind)>>, StoreError> {
+        self.flush().await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i32, Uuid, bool)> =
+            sqlx::query_as("select ord, lead_id, by_email from freshplan_taken_keys($1, $2)")
+                .bind(keys.iter().map(|k| k.email.clone()).collect::<Vec<_>>())
+                .bind(keys.iter().map(company_key).collect::<Vec<_>>())
+                .fetch_all(&mut *self.tx)
+                .await
+                .map_err(store_error("look for duplicates"))?;
+        let mut taken = vec![None; keys.len()];
+        for (ord, id, by_email) in rows {
+            let kind = if by_email {
+                DuplicateKind::Email
+            } else {
+                DuplicateKind::Company
+            };
+            if let Some(slot) = usize::try_from(ord - 1).ok().and_then(|i| taken.get_mut(i)) {
+                *slot = Some((id, kind));
+            }
+        }
+        Ok(taken)
+    }
+
+    async fn read_many(&mut self, ids: &[Uuid]) -> Result<Vec<Lead>, StoreError> {
+        self.flush().await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(&format!(
+            "select {LEAD_COLUMNS} from {LEAD_FROM} where l.id = any($1)"
+        ))
+        .bind(ids)
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(store_error("read leads"))?;
+        rows.iter().map(rows::lead).collect()
     }
 
     async fn update(&mut self, lead: &Lead, expected_version: i64) -> Result<(), WriteError> {

@@ -10,9 +10,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use freshplan_api::leads as api;
 use freshplan_api::privacy;
 use freshplan_api::territories::TerritoryRef;
-use freshplan_kernel::UserId;
 use freshplan_leads::lead::limits;
-use freshplan_leads::model::{CompanyName, Email, FieldError, Volume, bounded_text};
+use freshplan_leads::model::CompanyName;
 use freshplan_leads::personal::MailRecord;
 use freshplan_leads::protection::ProtectionPolicy;
 use freshplan_leads::service::CreateLead;
@@ -124,156 +123,14 @@ pub fn to_api(lead: &Lead, policy: &ProtectionPolicy) -> api::Lead {
     }
 }
 
-/// Collects 422 field errors while converting.
-#[derive(Default)]
-struct Errors(Vec<FieldError>);
-
-impl Errors {
-    fn take<T>(&mut self, r: std::result::Result<T, FieldError>) -> Option<T> {
-        r.map_err(|e| self.0.push(e)).ok()
-    }
-
-    /// The domain trims; the document's `maxLength` and control-character pattern apply to
-    /// what was sent, so they are checked before trimming too.
-    fn within(&mut self, field: &'static str, s: &str, max: usize) -> bool {
-        self.within_text(field, s, max, false)
-    }
-
-    /// [`Errors::within`] for a text that may span lines (line breaks and tabs allowed).
-    fn within_lines(&mut self, field: &'static str, s: &str, max: usize) -> bool {
-        self.within_text(field, s, max, true)
-    }
-
-    fn within_text(&mut self, field: &'static str, s: &str, max: usize, multiline: bool) -> bool {
-        match http::text_refusal(s, max, multiline) {
-            Some(message) => {
-                self.0.push(FieldError::new(field, message));
-                false
-            }
-            None => true,
-        }
-    }
-
-    fn text(&mut self, field: &'static str, s: Option<String>, max: usize) -> Option<String> {
-        if !s.as_deref().is_none_or(|s| self.within(field, s, max)) {
-            return None;
-        }
-        self.take(bounded_text(field, s.as_deref(), max)).flatten()
-    }
-
-    fn email(&mut self, s: Option<String>) -> Option<Email> {
-        if !s
-            .as_deref()
-            .is_none_or(|s| self.within("email", s, Email::MAX_LEN))
-        {
-            return None;
-        }
-        match s {
-            Some(s) if !s.trim().is_empty() => self.take(Email::parse(&s)),
-            _ => None,
-        }
-    }
-
-    fn employees(&mut self, n: i64) -> Option<i32> {
-        if n < 0 {
-            self.0.push(FieldError::new(
-                "employeeCount",
-                "must be greater than or equal to 0",
-            ));
-            None
-        } else {
-            self.take(
-                i32::try_from(n).map_err(|_| {
-                    FieldError::new("employeeCount", "must be between 0 and 2147483647")
-                }),
-            )
-        }
-    }
-
-    fn volume(&mut self, v: f64) -> Option<Volume> {
-        let spelled =
-            serde_json::Number::from_f64(v).map_or_else(|| v.to_string(), |n| n.to_string());
-        self.take(Volume::parse_decimal(&spelled))
-    }
-
-    fn country(&mut self, s: &str) -> Option<String> {
-        self.take(
-            freshplan_territory::normalise_country_code(s)
-                .map_err(|e| FieldError::new("countryCode", e.to_string())),
-        )
-    }
-
-    fn user(&mut self, field: &'static str, s: &str) -> Option<UserId> {
-        if !self.within(field, s, UserId::MAX_LEN) {
-            return None;
-        }
-        self.take(UserId::parse(s).map_err(|e| FieldError::new(field, e.to_string())))
-    }
-
-    fn finish(self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(Problem::validation(self.0))
-        }
-    }
-}
-
 /// A `POST /api/leads` body as the domain's lead data and backdated registration.
 pub fn create_command(body: api::LeadCreate) -> Result<(LeadData, Option<time::OffsetDateTime>)> {
-    let mut errs = Errors::default();
-    let company = if errs.within("companyName", &body.company_name, CompanyName::MAX_LEN) {
-        errs.take(CompanyName::parse(&body.company_name))
-    } else {
-        None
-    };
-    let country = match body.country_code.as_deref() {
-        Some(c) => errs.country(c),
-        None => Some("DE".to_owned()),
-    };
-    let contact_person = errs.text("contactPerson", body.contact_person, limits::CONTACT_PERSON);
-    let email = errs.email(body.email);
-    let phone = errs.text("phone", body.phone, limits::PHONE);
-    let website = errs.text("website", body.website, limits::WEBSITE);
-    let street = errs.text("street", body.street, limits::STREET);
-    let postal_code = errs.text("postalCode", body.postal_code, limits::POSTAL_CODE);
-    let city = errs.text("city", body.city, limits::CITY);
-    let employee_count = body.employee_count.and_then(|n| errs.employees(n));
-    let estimated_volume = body.estimated_volume.and_then(|v| errs.volume(v));
-    let industry = errs.text("industry", body.industry, limits::INDUSTRY);
-    let source_campaign = errs.text(
-        "sourceCampaign",
-        body.source_campaign,
-        limits::SOURCE_CAMPAIGN,
-    );
-    errs.finish()?;
-    let (Some(company), Some(country)) = (company, country) else {
-        return Err(Problem::bad_request("The lead could not be read."));
-    };
-    let mut data = LeadData::new(company, &country).map_err(|e| Problem::validation(vec![e]))?;
-    data.contact_person = contact_person;
-    data.email = email;
-    data.phone = phone;
-    data.website = website;
-    data.street = street;
-    data.postal_code = postal_code;
-    data.city = city;
-    data.business_type = body.business_type.map(Wire::wire);
-    data.kitchen_size = body.kitchen_size.map(Wire::wire);
-    data.employee_count = employee_count;
-    data.estimated_volume = estimated_volume;
-    data.industry = industry;
-    data.source = body
-        .source
-        .map_or(freshplan_leads::model::LeadSource::Web, Wire::wire);
-    data.source_campaign = source_campaign;
-    data.email_consent = body.email_consent.unwrap_or(false);
-    Ok((data, body.registered_at))
+    common::lead_data(body).map_err(Problem::validation)
 }
 
 /// A merge patch as the domain's [`LeadPatch`].
 pub fn patch_command(body: api::LeadPatch) -> Result<LeadPatch> {
-    let mut errs = Errors::default();
+    let mut errs = common::Errors::default();
     // A cleared field is `Some(None)`; a value that fails its rule leaves the field unpatched
     // and is reported.
     let mut text = |field, v: Option<Option<String>>, max| -> Option<Option<String>> {
@@ -429,22 +286,7 @@ pub async fn create_lead(
     let body = http::read_body(&req, payload).await?;
     require_json(&req, false)?;
     let (data, registered_at) = create_command(parse_json(&body)?)?;
-    let idempotency = match req.headers().get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            // Visible ASCII only, as the document's pattern says.
-            let key = v.to_str().ok().filter(|k| {
-                (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
-            });
-            Some((
-                key.ok_or_else(|| {
-                    Problem::bad_field("Idempotency-Key", "must be 1-255 visible characters")
-                })?
-                .to_owned(),
-                http::body_hash(&body),
-            ))
-        }
-    };
+    let idempotency = common::idempotency_key(&req)?.map(|key| (key, http::body_hash(&body)));
     let (lead, _replayed) = state
         .leads
         .create(
@@ -572,7 +414,7 @@ pub async fn reassign(
     let id = http::path_id(&id)?;
     require_json(&req, false)?;
     let change: api::OwnerChange = parse_json(&body)?;
-    let mut errs = Errors::default();
+    let mut errs = common::Errors::default();
     let owner = errs.user("ownerUserId", &change.owner_user_id);
     errs.finish()?;
     let owner = owner.ok_or_else(|| Problem::bad_request("ownerUserId could not be read."))?;
@@ -610,7 +452,7 @@ pub async fn stop_clock(
     require_json(&req, false)?;
     let stop: api::ClockStop = parse_json(&body)?;
     // The length as sent, before the precondition (the domain trims, then checks it too).
-    let mut errs = Errors::default();
+    let mut errs = common::Errors::default();
     errs.within_lines(
         "reason",
         &stop.reason,

@@ -11,6 +11,7 @@ pub(crate) mod common;
 pub mod dashboard;
 pub mod events;
 pub mod followups;
+pub mod imports;
 pub mod leads;
 pub mod mails;
 pub mod meta;
@@ -22,6 +23,7 @@ use actix_web::web;
 /// Registers the routes of every resource module.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.configure(territories::configure)
+        .configure(imports::configure)
         .configure(leads::configure)
         .configure(audit::configure)
         .configure(activities::configure)

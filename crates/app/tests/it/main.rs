@@ -13,6 +13,7 @@ mod followup_replicas;
 mod followups;
 mod helpers;
 mod http_proxy;
+mod imports;
 mod jwks_url;
 mod jwt;
 mod keys;
