@@ -353,8 +353,7 @@ impl Importer {
                 other => return other,
             }
         }
-        let mut at = position;
-        for record in batch {
+        for (at, record) in (position..).zip(batch) {
             let one = std::slice::from_ref(record);
             match self.try_batch(claimed, one, prepared, at, at + 1).await {
                 Err(BatchError::Lead(LeadError::Duplicate { kind, .. })) => {
@@ -385,7 +384,6 @@ impl Importer {
                 }
                 other => other?,
             }
-            at += 1;
         }
         Ok(())
     }
