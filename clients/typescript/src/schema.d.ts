@@ -141,6 +141,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/leads/imports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** `POST /api/leads/imports` */
+        post: operations["import_leads"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/leads/imports/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/leads/imports/{id}` */
+        get: operations["get_import"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/leads/imports/{id}/rows": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** `GET /api/leads/imports/{id}/rows` */
+        get: operations["list_import_rows"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/leads/{id}": {
         parameters: {
             query?: never;
@@ -772,6 +823,74 @@ export interface components {
             /** @description The service. */
             status: components["schemas"]["State"];
         };
+        /** @description One column of the file and the lead field it fills (`null`: ignored, see `unknownColumns`). */
+        ImportColumn: {
+            /** @description The API field name (`companyName`, …), or null. */
+            field: string | null;
+            /** @description The header as written in the file. */
+            header: string;
+        };
+        /** @description One processed row. */
+        ImportRow: {
+            /** @description The duplicate rule (`EMAIL` or `COMPANY`). */
+            duplicateKind: string | null;
+            /**
+             * Format: int64
+             * @description The earlier line of the file this row duplicates.
+             */
+            duplicateOfLine: number | null;
+            /** @description The refused fields (empty unless `REFUSED`). */
+            errors: components["schemas"]["RowError"][];
+            /**
+             * Format: uuid
+             * @description The existing lead this row duplicates, when you may read it.
+             */
+            existingLeadId: string | null;
+            /**
+             * Format: uuid
+             * @description The created lead (null in a dry run and for other outcomes).
+             */
+            leadId: string | null;
+            /**
+             * Format: int64
+             * @description The row's line in the file (the header is line 1; a quoted line break moves later rows).
+             */
+            line: number;
+            /** @description What became of it. */
+            outcome: components["schemas"]["RowOutcome"];
+        };
+        /** @description `GET /api/leads/imports/{id}/rows`: the processed rows in line order. */
+        ImportRowPage: {
+            /** @description The items of this page. */
+            data: components["schemas"]["ImportRow"][];
+            /**
+             * Format: int32
+             * @description 0-based page number.
+             */
+            page: number;
+            /**
+             * Format: int32
+             * @description Page size.
+             */
+            size: number;
+            /**
+             * Format: int64
+             * @description Matching items on all pages.
+             */
+            total: number;
+            /**
+             * Format: int64
+             * @description Number of pages.
+             */
+            totalPages: number;
+        };
+        /**
+         * @description Where an import stands. A dry run is `VALIDATED` at once; an import is `RUNNING` until every
+         *     row is processed (`SUCCEEDED`) or it stops (`FAILED`, with `error`; the rows processed
+         *     before are reported, the rest were not created).
+         * @enum {string}
+         */
+        ImportState: "VALIDATED" | "RUNNING" | "SUCCEEDED" | "FAILED";
         /**
          * @description The size of the prospect's kitchen.
          * @enum {string}
@@ -931,6 +1050,68 @@ export interface components {
             street?: string | null;
             /** @description Website. */
             website?: string | null;
+        };
+        /** @description An import, or the report of a dry run. */
+        LeadImport: {
+            /** @description Every column of the header and its field. */
+            columns: components["schemas"]["ImportColumn"][];
+            /**
+             * Format: int32
+             * @description Leads created (a dry run: that would be created).
+             */
+            created: number;
+            /**
+             * Format: date-time
+             * @description When it was accepted.
+             */
+            createdAt: string;
+            /** @description The detected separator. */
+            delimiter: string;
+            /** @description Whether this is a dry run's report. */
+            dryRun: boolean;
+            /**
+             * Format: int32
+             * @description Duplicate rows.
+             */
+            duplicates: number;
+            /** @description How the file was read: `UTF-8` or `windows-1252`. */
+            encoding: string;
+            /** @description Why a `FAILED` import stopped. */
+            error: string | null;
+            /**
+             * Format: date-time
+             * @description When it ended.
+             */
+            finishedAt: string | null;
+            /**
+             * Format: uuid
+             * @description The import (null for a dry run, which stores nothing).
+             */
+            id: string | null;
+            /**
+             * @description The refused and duplicate rows, in line order (all of them for a dry run; for an import
+             *     the first 1,000 — page through `/rows?problemsOnly=true` for more).
+             */
+            problems: components["schemas"]["ImportRow"][];
+            /**
+             * Format: int32
+             * @description Rows processed so far.
+             */
+            processed: number;
+            /**
+             * Format: int32
+             * @description Rows refused.
+             */
+            refused: number;
+            /**
+             * Format: int32
+             * @description Data rows in the file.
+             */
+            rows: number;
+            /** @description Where it stands. */
+            state: components["schemas"]["ImportState"];
+            /** @description Headers that fill no field (ignored). */
+            unknownColumns: string[];
         };
         /** @description A page of leads (`GET /api/leads`). */
         LeadPage: {
@@ -1226,6 +1407,18 @@ export interface components {
             /** @description Why the clock is stopped. */
             stopReason: string | null;
         };
+        /** @description A refused field of a row. */
+        RowError: {
+            /** @description The API field name. */
+            field: string;
+            /** @description Why. */
+            message: string;
+        };
+        /**
+         * @description What became of a row.
+         * @enum {string}
+         */
+        RowOutcome: "CREATED" | "REFUSED" | "DUPLICATE";
         /** @description `GET /api/followups/runs`. */
         RunList: {
             /** @description Newest first. */
@@ -1437,7 +1630,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The request body exceeds 64 KiB. */
+        /** @description The request body exceeds 64 KiB (an import's file: 20 MB or 50,000 rows). */
         TooLarge: {
             headers: {
                 [name: string]: unknown;
@@ -1473,7 +1666,7 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
-        /** @description The body is not `application/json` (or, for a merge patch, `application/merge-patch+json`). */
+        /** @description The body is not `application/json` (or, for a merge patch, `application/merge-patch+json`; for an import, `text/csv` with a known charset). */
         UnsupportedMediaType: {
             headers: {
                 [name: string]: unknown;
@@ -1581,7 +1774,7 @@ export interface operations {
                 /** @description Events per page (default 100) */
                 limit?: number;
                 /** @description Only events of this catalog type, e.g. `lead.created.v1` */
-                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.erased.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
+                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.erased.v1" | "lead.import.finished.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
             };
             header?: never;
             path?: never;
@@ -1610,7 +1803,7 @@ export interface operations {
                 /** @description Start after this cursor; without it (and without Last-Event-ID) the stream starts with new events only */
                 after?: string;
                 /** @description Only events of this catalog type */
-                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.erased.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
+                type?: "lead.created.v1" | "lead.updated.v1" | "lead.status.changed.v1" | "lead.owner.changed.v1" | "lead.activity.logged.v1" | "lead.deleted.v1" | "lead.protection.reminder.v1" | "lead.protection.expired.v1" | "lead.erased.v1" | "lead.import.finished.v1" | "lead.followup.sent.v1" | "lead.followup.skipped.v1" | "lead.followup.processed.v1";
             };
             header?: {
                 /** @description Resume after this cursor (sent by EventSource on reconnect); wins over `after` */
@@ -1792,6 +1985,116 @@ export interface operations {
             413: components["responses"]["TooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
             422: components["responses"]["Unprocessable"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    import_leads: {
+        parameters: {
+            query?: {
+                /** @description Validate every row with the rules of a single create and report, without writing anything */
+                dryRun?: boolean;
+                /** @description A JSON object of column header to lead field (the API's names), winning over the recognised titles, e.g. {"Kunde":"companyName"} */
+                mapping?: string;
+            };
+            header?: {
+                /** @description The same file with the same key is imported once: a retry answers the first import */
+                "Idempotency-Key"?: string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The file: UTF-8 (with or without BOM) or Windows-1252 (German Excel), `;` or `,` separated, a header line, at most 20 MB and 50,000 rows */
+        requestBody: {
+            content: {
+                "text/csv": string;
+            };
+        };
+        responses: {
+            /** @description The dry run's report (nothing written) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadImport"];
+                };
+            };
+            /** @description The import, running in the background (poll its Location) */
+            202: {
+                headers: {
+                    /** @description /api/leads/imports/{id} */
+                    Location?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadImport"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            413: components["responses"]["TooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            422: components["responses"]["Unprocessable"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    get_import: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The import: state, counts, and its first 1,000 refused or duplicate rows */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LeadImport"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            503: components["responses"]["Unavailable"];
+        };
+    };
+    list_import_rows: {
+        parameters: {
+            query?: {
+                /** @description 0-based page */
+                page?: number;
+                /** @description Page size (default 20) */
+                size?: number;
+                /** @description Only the refused and duplicate rows */
+                problemsOnly?: boolean;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The processed rows in line order: each created lead's id, each refusal's fields */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportRowPage"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
             503: components["responses"]["Unavailable"];
         };
     };
