@@ -1085,9 +1085,9 @@ export interface components {
             finishedAt: string | null;
             /**
              * Format: uuid
-             * @description The import (null for a dry run, which stores nothing).
+             * @description The import (absent from a dry run's report: a dry run stores nothing).
              */
-            id: string | null;
+            id?: string | null;
             /**
              * @description The refused and duplicate rows, in line order (all of them for a dry run; for an import
              *     the first 1,000 — page through `/rows?problemsOnly=true` for more).
@@ -1993,8 +1993,8 @@ export interface operations {
             query?: {
                 /** @description Validate every row with the rules of a single create and report, without writing anything */
                 dryRun?: boolean;
-                /** @description A JSON object of column header to lead field (the API's names), winning over the recognised titles, e.g. {"Kunde":"companyName"} */
-                mapping?: string;
+                /** @description Repeatable `column header:field` (the field by its API name), winning over the recognised column titles, e.g. `mapping=Kunde:companyName` */
+                mapping?: string[];
             };
             header?: {
                 /** @description The same file with the same key is imported once: a retry answers the first import */

@@ -84,8 +84,8 @@ pub struct ImportRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LeadImport {
-    /// The import (null for a dry run, which stores nothing).
-    #[schema(required = true)]
+    /// The import (absent from a dry run's report: a dry run stores nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<Uuid>,
     /// Whether this is a dry run's report.
     pub dry_run: bool,

@@ -75,9 +75,17 @@ fn matches(pattern: &str, path: &str) -> bool {
 /// The methods a path is served with, in `Allow` form (upper case, sorted), or `None` when no
 /// route has this path.
 pub fn allowed_methods(path: &str) -> Option<Vec<String>> {
-    let mut methods: Vec<String> = ROUTES
+    // A literal segment wins over a parameter (`/api/leads/imports` is not the lead `imports`):
+    // only the matching patterns with the fewest parameters count.
+    let params = |pattern: &str| pattern.matches('{').count();
+    let fewest = ROUTES
         .iter()
         .filter(|(_, pattern)| matches(pattern, path))
+        .map(|(_, pattern)| params(pattern))
+        .min()?;
+    let mut methods: Vec<String> = ROUTES
+        .iter()
+        .filter(|(_, pattern)| matches(pattern, path) && params(pattern) == fewest)
         .map(|(m, _)| m.to_ascii_uppercase())
         .collect();
     if methods.is_empty() {
@@ -121,6 +129,11 @@ mod tests {
             ["DELETE", "GET", "PATCH"]
         );
         assert_eq!(allowed_methods("/api/leads").unwrap(), ["GET", "POST"]);
+        assert_eq!(allowed_methods("/api/leads/imports").unwrap(), ["POST"]);
+        assert_eq!(
+            allowed_methods("/api/leads/imports/0190-x/rows").unwrap(),
+            ["GET"]
+        );
         assert_eq!(
             allowed_methods("/api/leads/x/clock/resume").unwrap(),
             ["POST"]

@@ -45,10 +45,24 @@ const CSV_TYPES: [&str; 5] = [
 ];
 
 /// Registers the import routes (before `/api/leads/{id}`, which would take `imports` for an id).
+/// Each path is a resource of its own whose other methods get the 405 of
+/// [`crate::routes::fallback`], not the lead routes' answer for an id named `imports`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/leads/imports", web::post().to(create_import))
-        .route("/api/leads/imports/{id}", web::get().to(get_import))
-        .route("/api/leads/imports/{id}/rows", web::get().to(list_rows));
+    cfg.service(
+        web::resource("/api/leads/imports")
+            .route(web::post().to(create_import))
+            .default_service(web::to(crate::routes::fallback)),
+    )
+    .service(
+        web::resource("/api/leads/imports/{id}")
+            .route(web::get().to(get_import))
+            .default_service(web::to(crate::routes::fallback)),
+    )
+    .service(
+        web::resource("/api/leads/imports/{id}/rows")
+            .route(web::get().to(list_rows))
+            .default_service(web::to(crate::routes::fallback)),
+    );
 }
 
 /// A row's cells as a create body, through the field rules of a single create.
@@ -188,46 +202,45 @@ fn csv_charset(req: &HttpRequest) -> Result<Option<String>> {
     }))
 }
 
-/// `dryRun` and `mapping` (a JSON object: header → field).
+/// `dryRun`, and `mapping` (repeatable: `header:field`, the field by its API name).
 fn import_params(query: &str) -> Result<(bool, Vec<(String, Field)>)> {
-    let mut dry_run = false;
+    let mut dry_run = None;
     let mut mapping = Vec::new();
-    for (k, v) in common::params(query, &["dryRun", "mapping"])? {
-        match k.as_str() {
-            "dryRun" => {
-                dry_run = match v.as_str() {
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "dryRun" if dry_run.is_none() => {
+                dry_run = Some(match v.as_ref() {
                     "true" => true,
                     "false" => false,
                     _ => return Err(Problem::bad_field("dryRun", "must be true or false")),
-                }
+                });
             }
-            _ => {
-                let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&v)
-                    .map_err(|_| {
-                    Problem::bad_field(
-                        "mapping",
-                        "must be a JSON object of column header to field name",
-                    )
-                })?;
-                for (header, field) in object {
-                    let field = field
-                        .as_str()
-                        .and_then(Field::from_api_name)
-                        .ok_or_else(|| {
-                            Problem::bad_field(
-                                "mapping",
-                                format!(
-                                    "{header:?} maps to no lead field (use the API names: {})",
-                                    Field::ALL.map(Field::api_name).join(", ")
-                                ),
-                            )
-                        })?;
-                    mapping.push((header, field));
-                }
+            "dryRun" => return Err(Problem::bad_field("dryRun", "given more than once")),
+            "mapping" => {
+                let entry = v
+                    .rsplit_once(':')
+                    .filter(|(header, _)| {
+                        !header.chars().any(char::is_control)
+                            && header.chars().any(|c| !c.is_whitespace() && c != ':')
+                    })
+                    .and_then(|(header, field)| {
+                        Field::from_api_name(field).map(|f| (header.to_owned(), f))
+                    })
+                    .ok_or_else(|| {
+                        Problem::bad_field(
+                            "mapping",
+                            format!(
+                                "must be `column header:field` with a field of {}",
+                                Field::ALL.map(Field::api_name).join(", ")
+                            ),
+                        )
+                    })?;
+                mapping.push(entry);
             }
+            other => return Err(Problem::bad_field(other, "unknown query parameter")),
         }
     }
-    Ok((dry_run, mapping))
+    Ok((dry_run.unwrap_or(false), mapping))
 }
 
 /// A file that cannot be read as a whole.
@@ -377,7 +390,7 @@ fn accepted(import: &wire::LeadImport) -> Result<HttpResponse> {
 #[utoipa::path(post, path = "/api/leads/imports", operation_id = "import_leads", tag = "imports", security(("bearer" = [])),
     params(
         ("dryRun" = Option<bool>, Query, description = "Validate every row with the rules of a single create and report, without writing anything"),
-        ("mapping" = Option<String>, Query, description = "A JSON object of column header to lead field (the API's names), winning over the recognised titles, e.g. {\"Kunde\":\"companyName\"}"),
+        ("mapping" = Option<Vec<String>>, Query, explode = true, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s:\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*:(companyName|contactPerson|email|phone|website|street|postalCode|city|countryCode|businessType|kitchenSize|employeeCount|estimatedVolume|industry|source|sourceCampaign|emailConsent|registeredAt|ownerUserId)$", description = "Repeatable `column header:field` (the field by its API name), winning over the recognised column titles, e.g. `mapping=Kunde:companyName`"),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "The same file with the same key is imported once: a retry answers the first import")),
     request_body(content = String, content_type = "text/csv", description = "The file: UTF-8 (with or without BOM) or Windows-1252 (German Excel), `;` or `,` separated, a header line, at most 20 MB and 50,000 rows"),
     responses(
