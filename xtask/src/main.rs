@@ -60,8 +60,8 @@ enum Cmd {
         #[arg(default_value = "")]
         territories: String,
     },
-    /// Benchmarks (`cargo xtask bench api [--million]`, `bench events`, `bench followup`); results go
-    /// to docs/BENCHMARKS.md.
+    /// Benchmarks (`cargo xtask bench api [--million]`, `bench events`, `bench followup`,
+    /// `bench import`); results go to docs/BENCHMARKS.md.
     Bench {
         #[command(subcommand)]
         what: bench::BenchCmd,

@@ -124,7 +124,7 @@ impl Http {
         method: Method,
         path: &str,
         token: Option<&str>,
-        body: Option<(&str, String)>,
+        body: Option<(&str, Bytes)>,
     ) -> Result<Request<Full<Bytes>>> {
         let mut b = Request::builder()
             .method(method)
@@ -136,7 +136,7 @@ impl Http {
         Ok(match body {
             Some((content_type, body)) => b
                 .header(header::CONTENT_TYPE, content_type)
-                .body(Full::new(Bytes::from(body)))?,
+                .body(Full::new(body))?,
             None => b.body(Full::new(Bytes::new()))?,
         })
     }
@@ -148,6 +148,23 @@ impl Http {
         path: &str,
         token: Option<&str>,
         body: Option<(&str, String)>,
+    ) -> Result<(u16, Bytes)> {
+        self.call_bytes(
+            method,
+            path,
+            token,
+            body.map(|(ct, b)| (ct, Bytes::from(b))),
+        )
+        .await
+    }
+
+    /// [`Http::call`] with a body of bytes (e.g. a file that is not UTF-8).
+    pub(crate) async fn call_bytes(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<(&str, Bytes)>,
     ) -> Result<(u16, Bytes)> {
         if self.sender.is_closed() {
             *self = Http::open(self.addr).await?;

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -429,6 +429,29 @@ pub(crate) async fn open_loop(
     max_connections: usize,
     seed: u64,
 ) -> Result<Outcome> {
+    open_loop_until(
+        target,
+        workload,
+        rate,
+        duration,
+        max_connections,
+        seed,
+        None,
+    )
+    .await
+}
+
+/// [`open_loop`] that also ends when `stop` is set (no slot is released after it): the load of
+/// a window whose length is known only at its end (e.g. while an import runs).
+pub(crate) async fn open_loop_until(
+    target: Arc<Target>,
+    workload: Workload,
+    rate: u32,
+    duration: Duration,
+    max_connections: usize,
+    seed: u64,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<Outcome> {
     if rate == 0 {
         bail!("the rate must be positive");
     }
@@ -447,10 +470,12 @@ pub(crate) async fn open_loop(
             if at > now {
                 std::thread::sleep(at - now);
             }
-            if tx.send((i, at)).is_err() {
-                return;
+            if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) || tx.send((i, at)).is_err()
+            {
+                return i;
             }
         }
+        total
     });
     let late = Arc::new(AtomicU64::new(0));
     let unsent = Arc::new(AtomicU64::new(0));
@@ -489,7 +514,8 @@ pub(crate) async fn open_loop(
     for t in tasks {
         out.merge(&t.await?);
     }
-    pacer
+    // Slots released: all of them, or those before `stop`.
+    let total = pacer
         .join()
         .map_err(|_| anyhow::anyhow!("the pacing thread panicked"))?;
     out.elapsed = start.elapsed();

@@ -8,10 +8,17 @@
 //!
 //! The server, PostgreSQL and the load generator share the machine, so the figures compare best
 //! as ratios within one run (API vs pgbench floor), not across machines.
+//!
+//! The other benches, each in its module: `bench events` (issue 4: cross-replica event
+//! delivery), `bench followup` (issue 5: a follow-up run over 1M leads and the cockpit),
+//! `bench import` (issue 15: dry run and import of a 20,000-row German Excel file on the 100k
+//! database, GET-by-id latency under the import against a baseline, the server's RSS during
+//! it) and `bench instructions` (issue 12: CPU instructions per request, metrics on and off).
 
 pub(crate) mod cost;
 mod events;
 mod followup;
+mod import;
 mod instructions;
 mod load;
 mod pgbench;
@@ -40,6 +47,9 @@ pub(crate) enum BenchCmd {
     /// Benchmark a follow-up run over 1M leads and the cockpit (issue 5); writes
     /// docs/BENCHMARKS.md.
     Followup(followup::FollowupArgs),
+    /// Benchmark a CSV import of lead lists (issue 15): dry run, import under GET load, server
+    /// RSS; writes docs/BENCHMARKS.md.
+    Import(import::ImportArgs),
     /// Count the server's CPU instructions per request with callgrind, metrics on and off
     /// (issue 12: the metrics cost); prints a table, writes nothing.
     Instructions(instructions::InstructionsArgs),
@@ -114,6 +124,7 @@ pub(crate) fn run(root: &Path, cmd: BenchCmd) -> Result<()> {
         BenchCmd::Api(args) => api(root, args),
         BenchCmd::Events(args) => events::run(root, args),
         BenchCmd::Followup(args) => followup::run(root, args),
+        BenchCmd::Import(args) => import::run(root, args),
         BenchCmd::Instructions(args) => instructions::run(root, args),
     }
 }

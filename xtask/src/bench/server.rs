@@ -82,17 +82,27 @@ impl Server {
 
     /// `(VmHWM, VmRSS)` in KiB: the peak and the current resident set.
     pub(crate) fn memory_kib(&self) -> Result<(u64, u64)> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok((field("VmHWM:"), field("VmRSS:")))
+        memory_kib_of(self.child.id())
     }
+
+    /// The server's process id (e.g. for sampling its memory from another thread).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// `(VmHWM, VmRSS)` in KiB of process `pid`.
+pub(crate) fn memory_kib_of(pid: u32) -> Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok((field("VmHWM:"), field("VmRSS:")))
 }
 
 impl Drop for Server {
