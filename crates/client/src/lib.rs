@@ -75,6 +75,7 @@ pub mod dashboard;
 pub mod events;
 pub mod followups;
 pub mod health;
+pub mod imports;
 pub mod leads;
 pub mod mails;
 pub mod sse;
@@ -185,6 +186,11 @@ impl Client {
     /// Leads (`/api/leads`).
     pub fn leads(&self) -> leads::Leads {
         leads::Leads::new(self.clone())
+    }
+
+    /// Lead-list imports (`/api/leads/imports`).
+    pub fn imports(&self) -> imports::Imports {
+        imports::Imports::new(self.clone())
     }
 
     /// A lead's timeline (`/api/leads/{id}/activities`).
