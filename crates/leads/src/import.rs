@@ -25,7 +25,7 @@ use crate::model::FieldError;
 /// Rows per batch (one transaction, one multi-row insert): large enough that the transaction
 /// and statement overhead vanish per lead, small enough that a batch commits in well under a
 /// second and the cockpit figures move while a large file is imported.
-pub const BATCH_ROWS: usize = 500;
+pub const BATCH_ROWS: usize = 100;
 
 /// The most data rows a file may have (more is refused whole: 413).
 pub const MAX_ROWS: usize = 50_000;

@@ -419,8 +419,15 @@ pub async fn create_import(
     let idempotency = common::idempotency_key(&req)?;
     let body = http::read_body_up_to(&req, payload, FILE_LIMIT, "20 MB").await?;
     let convert = state.imports.convert();
-    let prepared = runner::prepare(&body, charset.clone(), mapping.clone(), convert)
-        .map_err(|e| sheet_problem(&e))?;
+    // Decoding and reading 50,000 rows is CPU work of a few hundred milliseconds: off the HTTP
+    // worker, whose other connections would wait for it.
+    let prepared = {
+        let (body, charset, mapping) = (body.clone(), charset.clone(), mapping.clone());
+        web::block(move || runner::prepare(&body, charset, mapping, convert))
+            .await
+            .map_err(|e| Problem::internal(&e))?
+            .map_err(|e| sheet_problem(&e))?
+    };
     let rows = u32::try_from(
         prepared
             .sheet
