@@ -315,9 +315,11 @@ impl Importer {
             );
             tokio::task::spawn_blocking(move || prepare(&file, charset, mapping, convert))
                 .await
-                .map_err(|e| BatchError::Lead(LeadError::Store(
-                    freshplan_leads::ports::StoreError::msg(format!("reading the file: {e}")),
-                )))?
+                .map_err(|e| {
+                    BatchError::Lead(LeadError::Store(freshplan_leads::ports::StoreError::msg(
+                        format!("reading the file: {e}"),
+                    )))
+                })?
                 .map_err(BatchError::Sheet)?
         };
         let mut position = claimed.processed;

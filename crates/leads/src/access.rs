@@ -172,6 +172,26 @@ mod tests {
     }
 
     #[test]
+    fn imports_are_for_the_create_roles_and_only_managers_and_admins_name_owners() {
+        let one = |role| Actor::new(u("x"), [role], [TerritoryId::De]);
+        for (role, imports, names_owner) in [
+            (Role::Admin, true, true),
+            (Role::Manager, true, true),
+            (Role::Sales, true, false),
+            (Role::Viewer, false, false),
+            (Role::Service, false, false),
+        ] {
+            assert_eq!(may_import(&one(role)), imports, "{role:?} imports");
+            assert_eq!(
+                can_assign_owner(&one(role)),
+                names_owner,
+                "{role:?} names owners"
+            );
+        }
+        assert!(may_import(&Actor::system()) && can_assign_owner(&Actor::system()));
+    }
+
+    #[test]
     fn table_of_spec_section_2() {
         let owner = u("owner");
         let collab: BTreeSet<_> = [u("collab")].into();
