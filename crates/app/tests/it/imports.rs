@@ -422,6 +422,25 @@ fn numbered_file(rows: usize) -> String {
     s
 }
 
+/// `GET /api/leads/imports/{id}` on a `freshplan serve` process.
+#[cfg(unix)]
+async fn import_state(
+    client: &reqwest::Client,
+    server: &crate::process::Serve,
+    id: &str,
+    tok: &str,
+) -> Value {
+    client
+        .get(format!("http://{}/api/leads/imports/{id}", server.addr))
+        .bearer_auth(tok)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[cfg(unix)]
 #[actix_web::test]
 async fn a_replica_killed_mid_import_loses_nothing_and_doubles_nothing() {
@@ -449,15 +468,7 @@ async fn a_replica_killed_mid_import_loses_nothing_and_doubles_nothing() {
     // Kill A once some batches are committed and before the last.
     let started = Instant::now();
     let killed_at = loop {
-        let v: Value = client
-            .get(format!("http://{}/api/leads/imports/{id}", a.addr))
-            .bearer_auth(&rep)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = import_state(&client, &a, &id, &rep).await;
         let processed = v["processed"].as_u64().unwrap();
         assert_eq!(v["state"], "RUNNING", "finished before the kill: {v}");
         if processed >= 500 {
@@ -474,15 +485,7 @@ async fn a_replica_killed_mid_import_loses_nothing_and_doubles_nothing() {
     b.wait_ready().await;
     let started = Instant::now();
     let done = loop {
-        let v: Value = client
-            .get(format!("http://{}/api/leads/imports/{id}", b.addr))
-            .bearer_auth(&rep)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = import_state(&client, &b, &id, &rep).await;
         if v["state"] != "RUNNING" {
             break v;
         }
