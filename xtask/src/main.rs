@@ -16,6 +16,7 @@ mod seed;
 mod test;
 mod tidy;
 mod tools;
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -22,20 +22,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
 use sqlx::{Connection as _, PgConnection};
 
 use crate::demo::{self, Server};
 use crate::seed::{self, Persona};
+use crate::venv::Venv;
 
-/// The pinned, hash-locked requirements (`pip-compile --generate-hashes` of `requirements.in`).
-const REQUIREMENTS: &str = "xtask/schemathesis/requirements.txt";
+/// schemathesis, pinned with hashes (`pip-compile --generate-hashes` of `requirements.in`), in
+/// the project's virtual environment.
+const VENV: Venv = Venv {
+    dir: ".freshplan/venv",
+    requirements: "xtask/schemathesis/requirements.txt",
+    purpose: "schemathesis",
+};
 /// The schemathesis configuration file.
 const CONFIG: &str = "xtask/schemathesis/schemathesis.toml";
-/// The virtual environment, relative to the workspace root (gitignored).
-const VENV: &str = ".freshplan/venv";
-/// The copy of [`REQUIREMENTS`] the virtual environment was installed from.
-const VENV_STAMP: &str = "freshplan-requirements.txt";
 /// Working folder of the runs (server log; schemathesis' reports when asked for), gitignored.
 const WORK_DIR: &str = ".freshplan/schemathesis";
 /// Leads seeded for the run: every status and protection state, small enough to seed in a
@@ -192,65 +194,9 @@ fn serve_and_check(
 /// The schemathesis executable of the project's virtual environment, installing the pinned
 /// requirements first unless the environment already holds exactly them.
 pub(crate) fn ensure_installed(workspace_root: &Path) -> Result<PathBuf> {
-    let venv = workspace_root.join(VENV);
-    let requirements = workspace_root.join(REQUIREMENTS);
-    let wanted =
-        fs::read(&requirements).with_context(|| format!("reading {}", requirements.display()))?;
-    let python = venv.join("bin").join("python");
-    let schemathesis = venv.join("bin").join("schemathesis");
-    let stamp = venv.join(VENV_STAMP);
-    if python.is_file() && schemathesis.is_file() && fs::read(&stamp).ok() == Some(wanted.clone()) {
-        return Ok(schemathesis);
-    }
-    let python3 = crate::tools::ensure("python3", "python3")?;
-    println!(
-        "xtask: installing schemathesis ({REQUIREMENTS}) into {}",
-        venv.display()
-    );
-    let _ = fs::remove_file(&stamp);
-    let status = Command::new(&python3)
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("running {} -m venv", python3.display()))?;
-    ensure!(
-        status.success(),
-        "`python3 -m venv {}` failed: Python's venv module is needed (Debian package \
-         `python3-venv`)",
-        venv.display()
-    );
-    let status = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .args([
-            "--require-hashes",
-            "--no-deps",
-            "--only-binary",
-            ":all:",
-            "-r",
-        ])
-        .arg(&requirements)
-        .stdin(Stdio::null())
-        .status()
-        .context("running pip install")?;
-    ensure!(
-        status.success(),
-        "pip could not install {REQUIREMENTS} into {}",
-        venv.display()
-    );
-    fs::write(&stamp, &wanted).with_context(|| format!("writing {}", stamp.display()))?;
-    ensure!(
-        schemathesis.is_file(),
-        "{} is missing after the install",
-        schemathesis.display()
-    );
-    Ok(schemathesis)
+    Ok(VENV
+        .ensure(workspace_root, &["schemathesis"])?
+        .join("schemathesis"))
 }
 
 /// Creates `freshplan_test_<uuid v7>`, migrates it and seeds the demo data. Returns its URL and
