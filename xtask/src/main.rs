@@ -9,6 +9,7 @@
 mod bench;
 mod clients;
 mod demo;
+mod manifests;
 mod mutants;
 mod pg;
 mod schemathesis;
@@ -105,6 +106,10 @@ enum Cmd {
         #[arg(short = 'p', long = "package", value_name = "CRATE")]
         packages: Vec<String>,
     },
+    /// Validate the Kubernetes manifests under deploy/ offline (also a step of `test`): render
+    /// every kustomization, check each document strictly against the Kubernetes, KEDA,
+    /// Prometheus Operator and CloudNativePG schemas, cross-check them with the code.
+    Manifests,
     /// Run the service on realistic demo data: PostgreSQL from DATABASE_URL, else a private
     /// server under .freshplan/pg; migrate, seed (once), serve, print links and tokens.
     Demo(demo::DemoArgs),
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
             .map_or_else(|| demo::build(&root, false), Ok)
             .and_then(|binary| bench::cost::check(&root, &binary, update, verbose)),
         Cmd::Demo(args) => demo::run(&root, &args),
+        Cmd::Manifests => manifests::check(&root),
         Cmd::Mutants { changed, packages } => mutants::run(&root, changed, &packages),
     };
     match result {

@@ -9,10 +9,11 @@ use anyhow::{Context, Result, bail};
 
 use crate::pg;
 
-/// Provisions PostgreSQL, runs the doctests (nextest does not run them), then every other test
-/// (nextest when installed, else `cargo test`), then the API contract steps: the TypeScript
-/// client types ([`crate::clients::check`]) and schemathesis against the real server
-/// ([`crate::schemathesis::check`], unless `skip_schemathesis`); stops a private server
+/// Provisions PostgreSQL, checks the alert rules ([`check_ops_rules`]) and the Kubernetes
+/// manifests ([`crate::manifests::check`]), runs the doctests (nextest does not run them), then
+/// every other test (nextest when installed, else `cargo test`), then the API contract steps:
+/// the TypeScript client types ([`crate::clients::check`]) and schemathesis against the real
+/// server ([`crate::schemathesis::check`], unless `skip_schemathesis`); stops a private server
 /// afterwards, also on failure.
 pub(crate) fn run(
     workspace_root: &Path,
@@ -56,6 +57,11 @@ pub(crate) fn run(
     if let Err(e) = check_ops_rules(workspace_root) {
         println!("xtask: alert rules: {e:#}");
         failed.push("alert rules");
+    }
+    println!("xtask: validating the Kubernetes manifests (deploy/)");
+    if let Err(e) = crate::manifests::check(workspace_root) {
+        println!("xtask: manifests: {e:#}");
+        failed.push("the manifest validation");
     }
     // Doctests first, so the runner's summary of all the other tests is the last thing printed.
     for (name, mut command) in [("doctests", doctests), ("tests", tests)] {
