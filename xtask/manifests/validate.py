@@ -523,6 +523,8 @@ def cross_check(docs, code, namespace):
                     err(f"{c}: no {kind}")
                 elif path not in code.routes:
                     err(f"{c}: the {kind} asks {path}, which is no route of crates/app/src/routes.rs")
+                elif probe["httpGet"].get("port") not in ports:
+                    err(f"{c}: the {kind} asks port {probe['httpGet'].get('port')}, no named container port")
             live = ((probes["livenessProbe"] or {}).get("httpGet") or {}).get("path")
             if live != "/health/live":
                 err(f"{c}: the liveness probe must be /health/live: {live} restarts every pod "
@@ -739,25 +741,33 @@ def main():
     if command is None:
         print(f"xtask: no kustomize v5 ({kustomize}): rendering with the built-in renderer only")
     directories = sorted(p.parent for p in deploy.rglob("kustomization.yaml"))
-    errors, used, rendered = [], set(), {}
+    errors, used, rendered, incomplete = [], set(), {}, False
     for directory in directories:
         rel = directory.relative_to(root)
+        namespace = load_all(directory / "kustomization.yaml")[0].get("namespace")
         try:
             ours = render(directory, used)
-            namespace = load_all(directory / "kustomization.yaml")[0].get("namespace")
-            if command is not None:
-                real = render_real(command, directory)
-                mismatch = compare_renderings(real, ours)
+        except Invalid as e:
+            errors.append(f"{rel}: {e}")
+            ours, incomplete = None, True
+        if command is not None:
+            try:
+                docs = render_real(command, directory)
+            except Invalid as e:
+                errors.append(f"{rel}: {e}")
+                continue
+            if ours is None:
+                how = f"rendered by {kustomize} (the built-in renderer refused it)"
+            else:
+                mismatch = compare_renderings(docs, ours)
                 errors += [f"{rel}: {e}" for e in mismatch]
                 how = f"rendered by {kustomize} and by the built-in renderer: " + (
                     "different" if mismatch else "equal"
                 )
-                docs = real
-            else:
-                how, docs = "rendered by the built-in renderer", ours
-        except Invalid as e:
-            errors.append(f"{rel}: {e}")
+        elif ours is None:
             continue
+        else:
+            how, docs = "rendered by the built-in renderer", ours
         rendered[directory] = (docs, namespace, how)
 
     overlays = [d for d in rendered if "overlays" in d.parts]
@@ -782,7 +792,7 @@ def main():
         for line in report:
             print(f"xtask:   {line}")
 
-    for path in sorted(deploy.rglob("*")):
+    for path in sorted(deploy.rglob("*")) if not incomplete else []:
         if path.suffix in (".yaml", ".yml") and path.resolve() not in used:
             errors.append(f"{path.relative_to(root)}: not part of any kustomization, so never validated")
 
