@@ -82,6 +82,10 @@ pub struct Dispatcher<T, C> {
     config: DispatcherConfig,
     /// Sends whose `SENT` record failed to write, retried before the next claim.
     unrecorded: Mutex<Vec<(Uuid, OffsetDateTime)>>,
+    /// Claimed mails a batch did not attempt because the database went away (with the lease
+    /// their claim set): handed back to the queue before the next claim, so a database failover
+    /// delays them by a poll, not by a lease.
+    unattempted: Mutex<Vec<(Uuid, OffsetDateTime)>>,
 }
 
 impl<T, C> std::fmt::Debug for Dispatcher<T, C> {
@@ -106,6 +110,7 @@ impl<T: MailTransport, C: Clock> Dispatcher<T, C> {
             clock,
             config,
             unrecorded: Mutex::new(Vec::new()),
+            unattempted: Mutex::new(Vec::new()),
         }
     }
 
@@ -123,6 +128,30 @@ impl<T: MailTransport, C: Clock> Dispatcher<T, C> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((id, at));
+    }
+
+    fn keep_unattempted(&self, mails: &[QueuedMail], lease_until: OffsetDateTime) {
+        self.unattempted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(mails.iter().map(|m| (m.id, lease_until)));
+    }
+
+    /// Hands the claimed mails of an interrupted batch back to the queue; keeps them when the
+    /// database is still away.
+    async fn release_unattempted(&self) -> Result<(), MailError> {
+        let mails = std::mem::take(&mut *self.unattempted.lock().unwrap_or_else(|e| e.into_inner()));
+        if mails.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.outbox.release(&mails, self.clock.now()).await {
+            self.unattempted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(mails);
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Records a failed attempt of `mail`: retry after the backoff, or give up.
@@ -156,12 +185,14 @@ impl<T: MailTransport, C: Clock> Dispatcher<T, C> {
         Ok(())
     }
 
-    /// One batch: records earlier unrecorded sends, gives up mails whose last attempt never
-    /// reported back, claims up to `batch_size` due mails and sends them.
+    /// One batch: records earlier unrecorded sends, hands back the mails an interrupted batch
+    /// did not attempt, gives up mails whose last attempt never reported back, claims up to
+    /// `batch_size` due mails and sends them.
     ///
     /// An unreachable server fails the attempt of every mail left in the batch without trying
     /// them (each backs off); a permanent rejection gives the mail up at once; a database error
-    /// ends the batch (its claimed mails are due again when their lease ends).
+    /// ends the batch: the mails it did not attempt go back to the queue at the next batch (a
+    /// mail whose attempt could not be recorded is due again when its lease ends).
     pub async fn dispatch_batch(&self) -> Result<DispatchReport, MailError> {
         let mut report = DispatchReport::default();
         let mut pending = self.take_unrecorded().into_iter();
@@ -175,6 +206,7 @@ impl<T: MailTransport, C: Clock> Dispatcher<T, C> {
                 return Err(e);
             }
         }
+        self.release_unattempted().await?;
         let now = self.clock.now();
         let expired = self
             .outbox
@@ -182,63 +214,78 @@ impl<T: MailTransport, C: Clock> Dispatcher<T, C> {
             .await?;
         report.dead += u32::try_from(expired).unwrap_or(u32::MAX);
         let started = Instant::now();
+        let lease_until = now + self.config.lease;
         let mails = self
             .outbox
-            .claim(now, self.config.batch_size, now + self.config.lease)
+            .claim(now, self.config.batch_size, lease_until)
             .await?;
         report.claimed = u32::try_from(mails.len()).unwrap_or(u32::MAX);
         let budget = std::time::Duration::try_from(self.config.lease / 2).unwrap_or_default();
         let mut unavailable: Option<String> = None;
-        for mail in &mails {
-            if let Some(error) = &unavailable {
-                self.fail(mail, error, false, &mut report).await?;
-                continue;
-            }
-            if started.elapsed() > budget {
-                // The lease is half gone: leave the rest to whoever claims them next.
-                report.deferred += 1;
-                continue;
-            }
-            let now = self.clock.now();
-            let message = match build_message(mail, &self.config.sender, SystemTime::from(now)) {
-                Ok(message) => message,
-                Err(e) => {
-                    self.fail(mail, &e.to_string(), true, &mut report).await?;
-                    continue;
-                }
-            };
-            match self.transport.send(message).await {
-                Ok(()) => {
-                    let at = self.clock.now();
-                    match self.outbox.mark_sent(mail.id, at).await {
-                        Ok(_) => report.sent += 1,
-                        Err(e) => {
-                            // Sent but not recorded: remember it; without a database the
-                            // batch cannot go on.
-                            self.keep_unrecorded(mail.id, at);
-                            return Err(e);
-                        }
-                    }
-                    tracing::debug!(mail_id = %mail.id, "mail sent");
-                }
-                Err(SendError::Rejected(error)) => {
-                    self.fail(mail, &format!("rejected: {error}"), true, &mut report)
-                        .await?;
-                }
-                Err(SendError::Deferred(error)) => {
-                    let give_up = self.config.retry.gives_up_after(mail.attempts);
-                    self.fail(mail, &format!("deferred: {error}"), give_up, &mut report)
-                        .await?;
-                }
-                Err(SendError::Unavailable(error)) => {
-                    let error = format!("unavailable: {error}");
-                    let give_up = self.config.retry.gives_up_after(mail.attempts);
-                    self.fail(mail, &error, give_up, &mut report).await?;
-                    unavailable = Some(error);
-                }
+        for (i, mail) in mails.iter().enumerate() {
+            if let Err(e) = self
+                .attempt(mail, started, budget, &mut unavailable, &mut report)
+                .await
+            {
+                self.keep_unattempted(&mails[i + 1..], lease_until);
+                return Err(e);
             }
         }
         Ok(report)
+    }
+
+    /// Sends one claimed mail of a batch and records the result; a database error is returned
+    /// (a sent mail whose record failed is kept for the next batch).
+    async fn attempt(
+        &self,
+        mail: &QueuedMail,
+        started: Instant,
+        budget: std::time::Duration,
+        unavailable: &mut Option<String>,
+        report: &mut DispatchReport,
+    ) -> Result<(), MailError> {
+        if let Some(error) = unavailable {
+            return self.fail(mail, error, false, report).await;
+        }
+        if started.elapsed() > budget {
+            // The lease is half gone: leave the rest to whoever claims them next.
+            report.deferred += 1;
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let message = match build_message(mail, &self.config.sender, SystemTime::from(now)) {
+            Ok(message) => message,
+            Err(e) => return self.fail(mail, &e.to_string(), true, report).await,
+        };
+        match self.transport.send(message).await {
+            Ok(()) => {
+                let at = self.clock.now();
+                if let Err(e) = self.outbox.mark_sent(mail.id, at).await {
+                    // Sent but not recorded: remember it; without a database the batch cannot
+                    // go on.
+                    self.keep_unrecorded(mail.id, at);
+                    return Err(e);
+                }
+                report.sent += 1;
+                tracing::debug!(mail_id = %mail.id, "mail sent");
+            }
+            Err(SendError::Rejected(error)) => {
+                self.fail(mail, &format!("rejected: {error}"), true, report)
+                    .await?;
+            }
+            Err(SendError::Deferred(error)) => {
+                let give_up = self.config.retry.gives_up_after(mail.attempts);
+                self.fail(mail, &format!("deferred: {error}"), give_up, report)
+                    .await?;
+            }
+            Err(SendError::Unavailable(error)) => {
+                let error = format!("unavailable: {error}");
+                let give_up = self.config.retry.gives_up_after(mail.attempts);
+                self.fail(mail, &error, give_up, report).await?;
+                *unavailable = Some(error);
+            }
+        }
+        Ok(())
     }
 
     /// Runs batches until one claims nothing, the server is unavailable, or `max_batches`

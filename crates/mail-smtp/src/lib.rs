@@ -25,7 +25,9 @@
 //! after the lease. SMTP has no idempotency, so every mail carries a deterministic `Message-ID`
 //! (`<mail id@sender domain>`): the same on every attempt, receivers can recognise a repeat.
 //! Within a process, a `SENT` record that failed to write is retried before the next claim, so
-//! only a process crash opens the window.
+//! only a process crash opens the window. A database lost in the middle of a batch (a failover)
+//! ends the batch; the mails it claimed but had not attempted are handed back to the queue before
+//! the next claim ([`PgMailOutbox::release`]), so they wait for the next poll, not for the lease.
 //!
 //! Mails stay `QUEUED` and visible while no dispatcher runs (no SMTP configured).
 //!

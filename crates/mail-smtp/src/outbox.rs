@@ -331,6 +331,35 @@ impl PgMailOutbox {
         Ok(mails)
     }
 
+    /// Hands claimed mails that were never attempted back to the queue, due at `now`, their
+    /// claim's attempt uncounted: `mails` are `(id, the lease their claim set)`. A mail whose
+    /// lease is no longer the one given (it ran out and another dispatcher claimed it) or that is
+    /// no longer `QUEUED` is left alone. Returns how many went back.
+    pub async fn release(
+        &self,
+        mails: &[(Uuid, OffsetDateTime)],
+        now: OffsetDateTime,
+    ) -> Result<u64, MailError> {
+        let (ids, leases): (Vec<Uuid>, Vec<OffsetDateTime>) = mails.iter().copied().unzip();
+        let mut tx = freshplan_store_postgres::begin_as(&self.pool, &Actor::system())
+            .await
+            .map_err(db("begin a release"))?;
+        let done = sqlx::query(
+            "update mail_outbox m \
+                set attempts = greatest(m.attempts - 1, 0), next_attempt_at = $3, updated_at = $3 \
+               from unnest($1::uuid[], $2::timestamptz[]) as c(id, lease_until) \
+              where m.id = c.id and m.status = 'QUEUED' and m.next_attempt_at = c.lease_until",
+        )
+        .bind(&ids)
+        .bind(&leases)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("release mails"))?;
+        tx.commit().await.map_err(db("commit a release"))?;
+        Ok(done.rows_affected())
+    }
+
     /// Records a successful send: `SENT` at `at`. `false` if the mail was no longer `QUEUED`
     /// (another dispatcher recorded it after its lease ran out).
     pub async fn mark_sent(&self, id: Uuid, at: OffsetDateTime) -> Result<bool, MailError> {

@@ -629,3 +629,98 @@ async fn the_admin_listing_pages_filters_and_respects_row_level_security(
     );
     db.close().await;
 }
+
+/// SMTP through [`SmtpTransport`]; after the `nth` send the database goes away (new connections
+/// refused, the open ones cut) — a failover in the middle of a batch.
+struct DatabaseGoesAway {
+    smtp: SmtpTransport,
+    sent: std::sync::atomic::AtomicUsize,
+    nth: usize,
+    /// A connection to another database of the server, and the test's database.
+    control: Arc<tokio::sync::Mutex<sqlx::PgConnection>>,
+    database: String,
+}
+
+impl freshplan_mail_smtp::MailTransport for DatabaseGoesAway {
+    async fn send(&self, message: lettre::Message) -> Result<(), freshplan_mail_smtp::SendError> {
+        self.smtp.send(message).await?;
+        if self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.nth {
+            let mut control = self.control.lock().await;
+            set_connections(&mut control, &self.database, false).await;
+            sqlx::query(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1",
+            )
+            .bind(&self.database)
+            .execute(&mut *control)
+            .await
+            .unwrap();
+        }
+        Ok(())
+    }
+}
+
+async fn set_connections(control: &mut sqlx::PgConnection, database: &str, allowed: bool) {
+    sqlx::query(&format!(
+        "alter database \"{database}\" with allow_connections {allowed}"
+    ))
+    .execute(&mut *control)
+    .await
+    .unwrap();
+}
+
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn a_batch_cut_off_by_a_database_failover_hands_its_unattempted_mails_back_at_once(
+    pool_opts: PgPoolOptions,
+    opts: PgConnectOptions,
+) {
+    use sqlx::Connection as _;
+    let db = Db::new(pool_opts, opts.clone()).await;
+    let leads: Vec<Lead> = (1..=5).map(|n| lead(n, "DE", "r")).collect();
+    queue_mails(&db, &leads).await;
+    let sink = Sink::start().await;
+    let clock = Arc::new(FixedClock::new(T3_AT));
+    let database = opts.get_database().unwrap().to_owned();
+    let control = Arc::new(tokio::sync::Mutex::new(
+        sqlx::PgConnection::connect_with(&opts.clone().database("postgres"))
+            .await
+            .unwrap(),
+    ));
+    let transport = DatabaseGoesAway {
+        smtp: SmtpTransport::from_url(&sink.url(), std::time::Duration::from_secs(5)).unwrap(),
+        sent: Default::default(),
+        nth: 2,
+        control: Arc::clone(&control),
+        database: database.clone(),
+    };
+    let d = Dispatcher::new(
+        PgMailOutbox::new(db.app.clone()),
+        transport,
+        clock.clone(),
+        DispatcherConfig {
+            batch_size: 10,
+            ..DispatcherConfig::new(sender())
+        },
+    );
+
+    // The batch claims all five; the second mail goes out, then the database is gone: its SENT
+    // record fails and the batch ends.
+    assert!(d.drain(10).await.is_err());
+    assert_eq!(sink.received().len(), 2);
+
+    // The database is back (same clock: the claim's 15-minute lease has not ended). The next
+    // batch records the second mail, hands back the three it never attempted and sends them.
+    set_connections(&mut *control.lock().await, &database, true).await;
+    let report = d.drain(10).await.unwrap();
+    assert_eq!((report.claimed, report.sent), (3, 3));
+    let rows = mails(&db).await;
+    for (_, (_, status, attempts, _, _, _)) in &rows {
+        assert_eq!(status, "SENT");
+        assert_eq!(*attempts, 1, "a handed-back claim is not an attempt");
+    }
+    let ids = message_ids(&sink.received());
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((ids.len(), unique.len()), (5, 5), "every mail exactly once");
+    db.close().await;
+}
