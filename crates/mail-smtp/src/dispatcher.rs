@@ -140,7 +140,8 @@ impl<T: MailTransport, C: Clock> Dispatcher<T, C> {
     /// Hands the claimed mails of an interrupted batch back to the queue; keeps them when the
     /// database is still away.
     async fn release_unattempted(&self) -> Result<(), MailError> {
-        let mails = std::mem::take(&mut *self.unattempted.lock().unwrap_or_else(|e| e.into_inner()));
+        let mails =
+            std::mem::take(&mut *self.unattempted.lock().unwrap_or_else(|e| e.into_inner()));
         if mails.is_empty() {
             return Ok(());
         }

@@ -50,15 +50,15 @@ use freshplan_mail_smtp::testing::Sink;
 /// Due leads.
 const LEADS: usize = 2000;
 /// Parallel creates while seeding.
-const SEEDERS: usize = 16;
+pub(crate) const SEEDERS: usize = 16;
 /// C is killed once at least this many leads are processed (and before all are).
 const KILL_AFTER: u64 = 400;
 /// How long the scenario may take on the follow-up clock: it must end before closing time.
 const MARGIN: time::Duration = time::Duration::minutes(20);
 /// The mails' sender (its domain is the `Message-ID` domain).
-const MAIL_FROM: &str = "FreshPlan Vertrieb <vertrieb@freshplan.test>";
+pub(crate) const MAIL_FROM: &str = "FreshPlan Vertrieb <vertrieb@freshplan.test>";
 
-fn base(s: &Serve) -> String {
+pub(crate) fn base(s: &Serve) -> String {
     format!("http://{}", s.addr)
 }
 
@@ -74,7 +74,7 @@ fn open_throughout(now: OffsetDateTime) -> bool {
 /// next [`MARGIN`]; otherwise the way, in whole seconds, to 10:00 Berlin time of the next
 /// business day (today's before 08:00 on a business day; after a weekend or holidays, at most
 /// about five days ahead).
-fn clock_offset(now: OffsetDateTime) -> Option<time::Duration> {
+pub(crate) fn clock_offset(now: OffsetDateTime) -> Option<time::Duration> {
     use freshplan_territory::{next_business_slot, start_of_local_day};
     if open_throughout(now) {
         return None;
@@ -97,10 +97,36 @@ fn clock_offset(now: OffsetDateTime) -> Option<time::Duration> {
     Some(offset)
 }
 
+/// Every process's environment for [`clock_offset`]'s `offset`: production (nothing), or
+/// development with the follow-up clock shifted. Says which on stdout.
+pub(crate) fn clock_env(
+    now: OffsetDateTime,
+    offset: Option<time::Duration>,
+) -> Vec<(&'static str, String)> {
+    match offset {
+        None => {
+            println!("German business hours throughout the next {MARGIN} (now {now})");
+            vec![]
+        }
+        Some(offset) => {
+            let shift = format!("{:+}s", offset.whole_seconds());
+            println!(
+                "outside German business hours now ({now}): {FOLLOWUP_CLOCK_OFFSET}={shift}, the \
+                 follow-up clock shows {}",
+                now + offset
+            );
+            vec![
+                ("FRESHPLAN_ENV", "development".to_owned()),
+                (FOLLOWUP_CLOCK_OFFSET, shift),
+            ]
+        }
+    }
+}
+
 /// Registered 7 days minus 30 minutes before the follow-up clock's `now`: T+3 due and sendable
 /// (its slot lies in the last four days), T+7 due only in 30 minutes. Still in the real past
 /// (`now` is at most a few days ahead of the wall clock).
-fn t3_due(now: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn t3_due(now: OffsetDateTime) -> OffsetDateTime {
     let registered = now - time::Duration::days(7) + time::Duration::minutes(30);
     assert!(
         freshplan_followup::send_at(TerritoryId::De, registered, Stage::T3) <= now,
@@ -117,7 +143,7 @@ fn email(i: usize) -> String {
     format!("replika{i:04}@gast.test")
 }
 
-async fn get_json(client: &Client, url: &str) -> Value {
+pub(crate) async fn get_json(client: &Client, url: &str) -> Value {
     let r = client.get(url).bearer_auth(admin()).send().await.unwrap();
     let status = r.status();
     let body = r.text().await.unwrap();
@@ -126,13 +152,13 @@ async fn get_json(client: &Client, url: &str) -> Value {
 }
 
 /// Leads whose T+3 is still pending, per the observer's cockpit figures (admin).
-async fn pending(client: &Client, base: &str) -> u64 {
+pub(crate) async fn pending(client: &Client, base: &str) -> u64 {
     let f = get_json(client, &format!("{base}/api/dashboard/followup")).await;
     f["pendingT3"].as_u64().unwrap()
 }
 
 /// Sum of every series of `name` (with any labels) on a replica's `/metrics` page.
-async fn metric(client: &Client, base: &str, series: &str) -> f64 {
+pub(crate) async fn metric(client: &Client, base: &str, series: &str) -> f64 {
     let text = client
         .get(format!("{base}/metrics"))
         .send()
@@ -172,7 +198,7 @@ async fn feed(client: &Client, base: &str, event_type: &str) -> Vec<Value> {
 }
 
 /// Every mail of the outbox (summaries), through `GET /api/mails`.
-async fn outbox(client: &Client, base: &str) -> Vec<Value> {
+pub(crate) async fn outbox(client: &Client, base: &str) -> Vec<Value> {
     let mut mails = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -190,7 +216,7 @@ async fn outbox(client: &Client, base: &str) -> Vec<Value> {
 }
 
 /// Counts of each item.
-fn tally<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
+pub(crate) fn tally<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
     let mut m = BTreeMap::new();
     for item in items {
         *m.entry(item).or_insert(0) += 1;
@@ -199,7 +225,7 @@ fn tally<T: Ord>(items: impl IntoIterator<Item = T>) -> BTreeMap<T, usize> {
 }
 
 /// Waits until `probe` answers `true`, at most `limit`; `what` and the last state on failure.
-async fn wait_until<F, Fut>(limit: Duration, what: &str, mut probe: F)
+pub(crate) async fn wait_until<F, Fut>(limit: Duration, what: &str, mut probe: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = (bool, String)>,
@@ -237,24 +263,10 @@ async fn runs_and_sent(client: &Client, replica: &Serve) -> (f64, f64) {
 async fn three_replicas_send_each_of_2000_t3_follow_ups_once_although_one_is_killed_mid_run() {
     let now = OffsetDateTime::now_utc();
     let offset = clock_offset(now);
-    // Every process's environment: production, or development with the follow-up clock shifted.
-    let shift = offset.map(|o| format!("{:+}s", o.whole_seconds()));
-    let clock_env: Vec<(&str, &str)> = match &shift {
-        None => vec![],
-        Some(shift) => vec![
-            ("FRESHPLAN_ENV", "development"),
-            (FOLLOWUP_CLOCK_OFFSET, shift.as_str()),
-        ],
-    };
+    let clock_env = clock_env(now, offset);
+    let clock_env: Vec<(&str, &str)> = clock_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let offset = offset.unwrap_or(time::Duration::ZERO);
     let followup_now = now + offset;
-    match &shift {
-        None => println!("German business hours throughout the next {MARGIN} (now {now})"),
-        Some(shift) => println!(
-            "outside German business hours now ({now}): {FOLLOWUP_CLOCK_OFFSET}={shift}, the \
-             follow-up clock shows {followup_now}"
-        ),
-    }
     let database_url = fresh_database().await;
     let sink = Sink::start().await;
     let client = Client::new();

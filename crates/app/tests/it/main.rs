@@ -8,6 +8,8 @@ mod clock;
 mod cockpit_browser;
 mod contract;
 mod events;
+#[cfg(unix)] // SIGKILL, runuser
+mod failover;
 #[cfg(unix)] // SIGKILL
 mod followup_replicas;
 mod followups;
@@ -21,6 +23,8 @@ mod observe;
 mod openapi_schema;
 mod outage;
 mod personal_data;
+#[cfg(unix)]
+mod pg_pair;
 mod pg_proxy;
 #[cfg(unix)] // SIGTERM
 mod process;

@@ -2,7 +2,9 @@
 //! new ones) while every other connection keeps working: a real listener outage with the
 //! database up. The listener is recognised by its `application_name` in the startup message
 //! (the proxied URL disables TLS so the message is readable). It can also cut every connection
-//! and refuse new ones: a database outage as the service sees it.
+//! and refuse new ones: a database outage as the service sees it. And it can be re-pointed to
+//! another server, as a Kubernetes Service or HAProxy in front of a promoted standby is: new
+//! connections go there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +19,7 @@ pub(crate) struct PgProxy {
     addr: SocketAddr,
     blocked: Arc<watch::Sender<bool>>,
     outage: Arc<watch::Sender<bool>>,
+    upstream: Arc<watch::Sender<SocketAddr>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -62,27 +65,31 @@ impl PgProxy {
             format!("{host}:5432")
         };
         let upstream = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+        PgProxy::start_to(upstream).await
+    }
+
+    /// A proxy to the server at `upstream`, on a free local port.
+    pub(crate) async fn start_to(upstream: SocketAddr) -> PgProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (blocked, _) = watch::channel(false);
         let blocked = Arc::new(blocked);
         let (outage, _) = watch::channel(false);
         let outage = Arc::new(outage);
+        let (upstream, _) = watch::channel(upstream);
+        let upstream = Arc::new(upstream);
         let accept = {
             let blocked = Arc::clone(&blocked);
             let outage = Arc::clone(&outage);
+            let upstream = Arc::clone(&upstream);
             tokio::spawn(async move {
                 while let Ok((client, _)) = listener.accept().await {
                     if *outage.borrow() {
                         drop(client);
                         continue;
                     }
-                    tokio::spawn(relay(
-                        client,
-                        upstream,
-                        blocked.subscribe(),
-                        outage.subscribe(),
-                    ));
+                    let to = *upstream.borrow();
+                    tokio::spawn(relay(client, to, blocked.subscribe(), outage.subscribe()));
                 }
             })
         };
@@ -90,8 +97,14 @@ impl PgProxy {
             addr,
             blocked,
             outage,
+            upstream,
             accept,
         }
+    }
+
+    /// New connections go to `upstream` from now on (the existing ones stay where they are).
+    pub(crate) fn repoint(&self, upstream: SocketAddr) {
+        self.upstream.send_replace(upstream);
     }
 
     /// `database_url` through this proxy, without TLS.

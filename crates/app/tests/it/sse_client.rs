@@ -50,6 +50,19 @@ impl SseClient {
         token: &str,
         last_event_id: Option<&str>,
     ) -> SseClient {
+        SseClient::try_connect(client, url, token, last_event_id)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    /// [`SseClient::connect`] that reports a failed connect or another status than 200 instead
+    /// of panicking (a client that reconnects while the service is down).
+    pub(crate) async fn try_connect(
+        client: &Client,
+        url: &str,
+        token: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseClient, String> {
         let mut request = client
             .get(url)
             .bearer_auth(token)
@@ -57,8 +70,10 @@ impl SseClient {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = request.send().await.expect("connect the event stream");
-        assert_eq!(response.status(), 200, "{url}");
+        let response = request.send().await.map_err(|e| format!("connect: {e}"))?;
+        if response.status() != 200 {
+            return Err(format!("HTTP {}", response.status()));
+        }
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         assert_eq!(
             response.headers()["cache-control"],
@@ -71,10 +86,10 @@ impl SseClient {
             comments: Vec::new(),
         };
         match client.next_item(Duration::from_secs(30)).await {
-            Some(Item::Comment(c)) if c == "open" => {}
+            Some(Item::Comment(c)) if c == "open" => Ok(client),
+            Some(Item::End) => Err("the stream ended before it opened".into()),
             other => panic!("expected the opening comment, got {other:?}"),
         }
-        client
     }
 
     /// The next item within `limit` (`None`: nothing arrived in time).

@@ -712,8 +712,7 @@ async fn a_batch_cut_off_by_a_database_failover_hands_its_unattempted_mails_back
     set_connections(&mut *control.lock().await, &database, true).await;
     let report = d.drain(10).await.unwrap();
     assert_eq!((report.claimed, report.sent), (3, 3));
-    let rows = mails(&db).await;
-    for (_, (_, status, attempts, _, _, _)) in &rows {
+    for (_, status, attempts, _, _, _) in mails(&db).await.values() {
         assert_eq!(status, "SENT");
         assert_eq!(*attempts, 1, "a handed-back claim is not an attempt");
     }
