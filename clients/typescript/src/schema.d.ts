@@ -440,7 +440,11 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /health/live` */
+        /**
+         * `GET /health/live`: 503 once the event listener found that the database lost events this
+         *     replica had already delivered (a failover to a standby without them, ADR 0015) — the in-memory
+         *     event state belongs to a history that is gone, and only a restart starts it afresh.
+         */
         get: operations["live"];
         put?: never;
         post?: never;
@@ -2667,6 +2671,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Health"];
+                };
+            };
+            /** @description Restart this process: the database lost events it had already delivered (a failover to a standby that lacked them) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
         };

@@ -116,6 +116,12 @@ impl Events {
         self.listener().is_some_and(|l| l.connected)
     }
 
+    /// Whether the listener found that the database lost events it had delivered (a failover to
+    /// a standby without them) and stopped: the process must be restarted (`/health/live`).
+    pub fn diverged(&self) -> bool {
+        self.listener().is_some_and(|l| l.diverged)
+    }
+
     /// Waits until the listener has connected once and fixed where it starts reading (its
     /// first connection starts at the head of the outbox). Only from then on does the broadcast
     /// carry every event that commits, so a stream must not take its catch-up read before. Later

@@ -16,7 +16,8 @@ impl HealthChecks {
         HealthChecks { client }
     }
 
-    /// `GET /health/live`.
+    /// `GET /health/live`. A 503 problem `event-history-diverged` (an error here) means the
+    /// process must be restarted: the database lost events it had delivered (ADR 0015).
     pub async fn live(&self) -> Result<Health> {
         let rb = self.client.request(Method::GET, &["health", "live"]);
         crate::json(self.client.send(rb).await?).await

@@ -59,6 +59,11 @@ pub struct ListenerStatus {
     pub reconnects: u64,
     /// Everything at or before this position has been handed to the live consumers.
     pub position: Option<Cursor>,
+    /// The database no longer has the history this listener delivered (a failover to a standby
+    /// that lacked the latest transactions: asynchronous replication). The listener has stopped:
+    /// what it and the in-memory consumers hold belongs to a history that is gone, and only a
+    /// restart of the process starts them afresh (ADR 0015).
+    pub diverged: bool,
 }
 
 pub(crate) type SharedStatus = Arc<Mutex<ListenerStatus>>;
@@ -82,6 +87,8 @@ enum SessionEnd {
     Outbox(#[from] OutboxError),
     #[error("{0} timed out")]
     Timeout(&'static str),
+    #[error("the database's event history diverged from what this listener delivered: {0}")]
+    Diverged(String),
 }
 
 pub(crate) struct Reader {
@@ -109,6 +116,7 @@ impl Reader {
 
     pub(crate) async fn run(mut self) {
         let mut position: Option<Cursor> = None;
+        let mut last_event: Option<(Cursor, uuid::Uuid)> = None;
         let mut backoff = self.settings.reconnect_min;
         let mut ever_connected = false;
         loop {
@@ -123,7 +131,7 @@ impl Reader {
                     }
                     ever_connected = true;
                     let end = self
-                        .session(&mut listener, &mut position, &mut backoff)
+                        .session(&mut listener, &mut position, &mut last_event, &mut backoff)
                         .await;
                     update(&self.status, |s| s.connected = false);
                     drop(listener);
@@ -133,6 +141,16 @@ impl Reader {
                     });
                     match end {
                         SessionEnd::Shutdown => return,
+                        SessionEnd::Diverged(why) => {
+                            tracing::error!(
+                                %why,
+                                "the database lost events this replica already delivered (a \
+                                 failover to a standby that lacked them); the event listener \
+                                 stops and /health/live fails so the process is restarted"
+                            );
+                            update(&self.status, |s| s.diverged = true);
+                            return;
+                        }
                         other => {
                             tracing::warn!(error = %other, "event listener connection lost; reconnecting");
                         }
@@ -215,9 +233,10 @@ impl Reader {
         &mut self,
         listener: &mut PgListener,
         position: &mut Option<Cursor>,
+        last_event: &mut Option<(Cursor, uuid::Uuid)>,
         backoff: &mut Duration,
     ) -> SessionEnd {
-        match self.serve(listener, position, backoff).await {
+        match self.serve(listener, position, last_event, backoff).await {
             Ok(()) => SessionEnd::Shutdown,
             Err(end) => end,
         }
@@ -227,9 +246,19 @@ impl Reader {
         &mut self,
         listener: &mut PgListener,
         position: &mut Option<Cursor>,
+        last_event: &mut Option<(Cursor, uuid::Uuid)>,
         backoff: &mut Duration,
     ) -> Result<(), SessionEnd> {
         let s = self.settings.clone();
+        if let Some(at) = *position {
+            // A reconnect: is this still the history we delivered from?
+            let check = self
+                .timed("history check", history_check(listener, at, *last_event))
+                .await??;
+            if let Some(why) = check {
+                return Err(SessionEnd::Diverged(why));
+            }
+        }
         if position.is_none() {
             // First connection: start with the events that commit from now on (durable
             // consumers catch up from their checkpoints by themselves).
@@ -244,7 +273,9 @@ impl Reader {
             *position = Some(start);
             self.fanout.dispatch(&[], PATH_RECONNECT, start);
         }
-        let mut blocked = self.catch_up(listener, position, PATH_RECONNECT).await?;
+        let mut blocked = self
+            .catch_up(listener, position, last_event, PATH_RECONNECT)
+            .await?;
         update(&self.status, |st| st.connected = true);
         *backoff = s.reconnect_min;
         let mut blocked_delay = s.blocked_poll_min;
@@ -282,7 +313,7 @@ impl Reader {
                 return Ok(());
             }
             let was_blocked = blocked;
-            blocked = self.catch_up(listener, position, path).await?;
+            blocked = self.catch_up(listener, position, last_event, path).await?;
             last_read = Instant::now();
             last_traffic = last_read;
             blocked_delay = if blocked && was_blocked {
@@ -315,6 +346,7 @@ impl Reader {
         &self,
         listener: &mut PgListener,
         position: &mut Option<Cursor>,
+        last_event: &mut Option<(Cursor, uuid::Uuid)>,
         path: &'static str,
     ) -> Result<bool, SessionEnd> {
         let limit = self.settings.page_size;
@@ -325,6 +357,9 @@ impl Reader {
                 .await??;
             let next = batch.next_position(after, limit);
             let events: Vec<_> = batch.events.into_iter().map(Arc::new).collect();
+            if let Some(e) = events.last() {
+                *last_event = Some((e.cursor, e.event.id));
+            }
             self.fanout.dispatch(&events, path, next);
             *position = Some(next);
             update(&self.status, |s| s.position = Some(next));
@@ -333,4 +368,62 @@ impl Reader {
             }
         }
     }
+}
+
+/// Whether the database still holds the history this listener delivered from, checked on every
+/// reconnect (ADR 0015). On the same history, every transaction below the listener's position
+/// had finished when it was read, so the database's horizon is at or past the position; no event
+/// can have appeared between the last event it delivered and its position; and that event is
+/// still there. A promoted standby that lacked the latest transactions (asynchronous
+/// replication) breaks one of these: it hands out their transaction ids again, so events of new
+/// transactions would sit below the position and never be delivered. `Some(why)` then.
+async fn history_check(
+    listener: &mut PgListener,
+    position: Cursor,
+    last_event: Option<(Cursor, uuid::Uuid)>,
+) -> Result<Option<String>, sqlx::Error> {
+    use sqlx::Row as _;
+    let since = last_event.map_or(position, |(c, _)| c.min(position));
+    let row = sqlx::query(
+        "select pg_snapshot_xmin(pg_current_snapshot())::text as xmin,
+                exists(select 1 from event_outbox
+                        where (txid, id) > ($1::text::xid8, $2::bigint)
+                          and (txid, id) <= ($3::text::xid8, $4::bigint)) as hidden,
+                (select event_id from event_outbox
+                  where txid = $5::text::xid8 and id = $6::bigint) as last_event,
+                exists(select 1 from event_outbox
+                        where (txid, id) < ($5::text::xid8, $6::bigint)) as older",
+    )
+    .bind(since.txid().to_string())
+    .bind(since.id())
+    .bind(position.txid().to_string())
+    .bind(position.id())
+    .bind(last_event.map_or(0, |(c, _)| c.txid()).to_string())
+    .bind(last_event.map_or(0, |(c, _)| c.id()))
+    .fetch_one(&mut *listener)
+    .await?;
+    let xmin: String = row.try_get("xmin")?;
+    let horizon = Cursor::horizon(xmin.parse().unwrap_or(0));
+    if horizon < position {
+        return Ok(Some(format!(
+            "the database's oldest running transaction {xmin} is below the listener's position {position}"
+        )));
+    }
+    if row.try_get::<bool, _>("hidden")? {
+        return Ok(Some(format!(
+            "events appeared between {since} and the listener's position {position}"
+        )));
+    }
+    if let Some((cursor, id)) = last_event {
+        let found: Option<uuid::Uuid> = row.try_get("last_event")?;
+        // Missing with nothing older: retention purged it (the outbox is older than the last
+        // event this listener saw), not a lost history.
+        let purged = found.is_none() && !row.try_get::<bool, _>("older")?;
+        if found != Some(id) && !purged {
+            return Ok(Some(format!(
+                "the last delivered event {id} at {cursor} is not in the outbox (found {found:?})"
+            )));
+        }
+    }
+    Ok(None)
 }

@@ -15,10 +15,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/health/ready", web::get().to(ready));
 }
 
-/// `GET /health/live`
+/// `GET /health/live`: 503 once the event listener found that the database lost events this
+/// replica had already delivered (a failover to a standby without them, ADR 0015) — the in-memory
+/// event state belongs to a history that is gone, and only a restart starts it afresh.
 #[utoipa::path(get, path = "/health/live", tag = "meta",
-    responses((status = 200, description = "The process serves requests", body = Health)))]
-pub async fn live() -> HttpResponse {
+    responses(
+        (status = 200, description = "The process serves requests", body = Health),
+        (status = 503, description = "Restart this process: the database lost events it had already delivered (a failover to a standby that lacked them)", body = freshplan_api::Problem, content_type = "application/problem+json")))]
+pub async fn live(state: web::Data<AppState>) -> HttpResponse {
+    if state.events.as_ref().is_some_and(|e| e.diverged()) {
+        let problem = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "event-history-diverged",
+            "The database lost events this replica had already delivered (a failover to a \
+             standby that lacked them); restart this process.",
+        );
+        return HttpResponse::ServiceUnavailable()
+            .content_type(MEDIA_TYPE)
+            .json(&problem.0);
+    }
     HttpResponse::Ok().json(Health {
         status: State::Up,
         database: None,

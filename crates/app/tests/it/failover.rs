@@ -38,7 +38,7 @@ use crate::followup_replicas::{
     MAIL_FROM, SEEDERS, base, clock_env, clock_offset, get_json, outbox, t3_due, tally, wait_until,
 };
 use crate::helpers::*;
-use crate::pg_pair::PgPair;
+use crate::pg_pair::{PgPair, Replication};
 use crate::pg_proxy::PgProxy;
 use crate::process::Serve;
 use crate::sse_client::{Item, SseClient};
@@ -350,7 +350,7 @@ async fn a_primary_killed_under_load_fails_over_to_its_sync_standby_losing_and_d
     let followup_now = now + offset.unwrap_or(time::Duration::ZERO);
 
     // The database: a primary and its synchronous standby, one endpoint in front.
-    let pair = PgPair::start();
+    let pair = PgPair::start(Replication::Synchronous);
     let proxy = PgProxy::start_to(pair.primary.addr()).await;
     let database_url =
         freshplan_store_postgres::testing::fresh_database(&pair.primary.url("postgres"))
@@ -935,4 +935,175 @@ async fn a_primary_killed_under_load_fails_over_to_its_sync_standby_losing_and_d
         next_xid,
     );
     drop(pair);
+}
+
+/// Asynchronous replication (not supported, ADR 0015) loses what the standby had not received.
+/// The service must not double anything and must say that it cannot fill the gap: a replica
+/// whose listener already delivered events the promoted standby never got stops its listener,
+/// logs why and fails `/health/live` (so it is restarted); a create retried with its
+/// `Idempotency-Key` makes exactly one lead; a restarted replica streams the new history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_asynchronous_standby_that_lost_delivered_events_makes_the_replica_ask_for_a_restart() {
+    let pair = PgPair::start(Replication::Asynchronous);
+    let proxy = PgProxy::start_to(pair.primary.addr()).await;
+    let database_url =
+        freshplan_store_postgres::testing::fresh_database(&pair.primary.url("postgres"))
+            .await
+            .expect("a database on the primary");
+    let database = database_url.rsplit('/').next().unwrap().to_owned();
+    let service_url = proxy.url(&database_url);
+    let client = Client::new();
+    let tok = rep("rep-async");
+    let create = |company: String, key: String| {
+        let (client, tok) = (client.clone(), tok.clone());
+        async move |base: String| {
+            let r = client
+                .post(format!("{base}/api/leads"))
+                .bearer_auth(&tok)
+                .header("idempotency-key", key)
+                .json(&lead(&company))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201, "{company}");
+            let lead: Value = r.json().await.unwrap();
+            lead["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mut a = Serve::spawn(&service_url, &[("FRESHPLAN_POOL_SIZE", "4")]);
+    a.wait_ready().await;
+    let base_a = base(&a);
+
+    // Ten leads both servers have; the readers' common ground.
+    for n in 0..10 {
+        create(
+            format!("Async Gemeinsam {n}"),
+            uuid::Uuid::now_v7().to_string(),
+        )(base_a.clone())
+        .await;
+    }
+    pair.wait_caught_up();
+    let (_, common) = crate::sse_client::whole_feed(&client, &base_a, &admin(), 1000).await;
+    let mut stream = SseClient::connect(
+        &client,
+        &format!("{base_a}/api/events/stream"),
+        &admin(),
+        Some(&common),
+    )
+    .await;
+
+    // The standby stops receiving; ten more creates are acknowledged by the primary alone and
+    // delivered by A's listener (its stream shows them).
+    pair.stop_standby();
+    let lost: Vec<(String, String)> = (0..10)
+        .map(|n| {
+            (
+                format!("Async Verloren {n}"),
+                uuid::Uuid::now_v7().to_string(),
+            )
+        })
+        .collect();
+    for (company, key) in &lost {
+        create(company.clone(), key.clone())(base_a.clone()).await;
+    }
+    for _ in 0..10 {
+        let m = stream
+            .next_message(Duration::from_secs(10))
+            .await
+            .expect("A's listener delivers the acknowledged creates");
+        assert_eq!(m.json()["type"], "lead.created.v1");
+    }
+
+    // The primary dies; the standby, without those ten, is promoted.
+    pair.kill_primary();
+    pair.start_standby();
+    pair.promote();
+    proxy.repoint(pair.standby.addr());
+    let leads = |pattern: &str| -> usize {
+        pair.sql_in(
+            &pair.standby,
+            &database,
+            &format!("select count(*) from leads where company_name like '{pattern}'"),
+        )
+        .parse()
+        .unwrap()
+    };
+    assert_eq!(
+        leads("Async Verloren %"),
+        0,
+        "the ten are lost with the primary"
+    );
+
+    // A's listener reconnects, finds the history it delivered gone, and asks for a restart.
+    let started = Instant::now();
+    loop {
+        let r = client
+            .get(format!("{base_a}/health/live"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            let p: Value = r.json().await.unwrap();
+            assert_eq!(
+                p["type"],
+                "https://freshplan.example/problems/event-history-diverged"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "A still live 30 s after the promotion:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        a.log()
+            .contains("the database lost events this replica already delivered"),
+        "{}",
+        a.log()
+    );
+
+    // The client retries its unconfirmed creates with their keys (through A, which still
+    // serves requests): each makes one lead.
+    for (company, key) in &lost {
+        create(company.clone(), key.clone())(base_a.clone()).await;
+        create(company.clone(), key.clone())(base_a.clone()).await; // a replay
+    }
+    assert_eq!(leads("Async Verloren %"), 10, "one lead per retried create");
+    assert_eq!(leads("Async Gemeinsam %"), 10);
+
+    // Restarted (as its orchestrator would), A is live and streams the new history from the
+    // common ground: each retried create's event once, none of the lost ones.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let mut a = Serve::spawn(&service_url, &[("FRESHPLAN_POOL_SIZE", "4")]);
+    a.wait_ready().await;
+    let base_a = base(&a);
+    let r = client
+        .get(format!("{base_a}/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = SseClient::connect(
+        &client,
+        &format!("{base_a}/api/events/stream"),
+        &admin(),
+        Some(&common),
+    )
+    .await;
+    let mut created = Vec::new();
+    while let Some(m) = stream.next_message(Duration::from_secs(3)).await {
+        created.push(
+            m.json()["data"]["companyName"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+        );
+    }
+    created.sort();
+    let mut expected: Vec<String> = lost.iter().map(|(c, _)| c.clone()).collect();
+    expected.sort();
+    assert_eq!(created, expected, "the new history's events, each once");
 }

@@ -1,7 +1,7 @@
 //! A PostgreSQL primary and a hot standby of its own, from the machine's PostgreSQL binaries (the
 //! failover test, issue 13): `initdb`, `pg_basebackup -R` (streaming replication, the standby's
 //! `primary_conninfo` and `standby.signal` written by the tool), replication synchronous
-//! (`synchronous_standby_names = '*'`, `synchronous_commit = on`). The primary can
+//! (`synchronous_standby_names = '*'`, `synchronous_commit = on`) or asynchronous. The primary can
 //! be killed like a machine that dies (SIGKILL to the postmaster and every backend at once) and
 //! the standby promoted.
 //!
@@ -147,10 +147,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// How the standby replicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replication {
+    /// A commit returns once the standby has its WAL (`synchronous_standby_names = '*'`).
+    Synchronous,
+    /// A commit returns at once; the standby follows as fast as it can.
+    Asynchronous,
+}
+
 impl PgPair {
-    /// Creates and starts both servers and waits until the standby streams as the synchronous
-    /// standby.
-    pub(crate) fn start() -> PgPair {
+    /// Creates and starts both servers and waits until the standby streams (as the synchronous
+    /// standby, when synchronous).
+    pub(crate) fn start(replication: Replication) -> PgPair {
         let bin = PgBin::find();
         let base = std::env::temp_dir().join(format!("freshplan-pair-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&base).unwrap();
@@ -188,6 +197,10 @@ impl PgPair {
         );
         // A throwaway pair: the WAL reaches the standby before a commit returns (synchronous),
         // but neither server waits for its disk (a killed process loses nothing the kernel has).
+        let sync_names = match replication {
+            Replication::Synchronous => "'*'",
+            Replication::Asynchronous => "''",
+        };
         let conf = "\n# the failover test's pair\n\
              listen_addresses = '127.0.0.1'\n\
              unix_socket_directories = ''\n\
@@ -198,11 +211,11 @@ impl PgPair {
              max_wal_senders = 4\n\
              hot_standby = on\n\
              synchronous_commit = on\n\
-             synchronous_standby_names = '*'\n\
              autovacuum = off\n";
         let conf_file = pair.primary.data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_file).unwrap();
         text.push_str(conf);
+        text.push_str(&format!("synchronous_standby_names = {sync_names}\n"));
         write_as(&pair.bin, &conf_file, &text);
         pair.bin.start(&pair.primary);
         let primary_port = pair.primary.port.to_string();
@@ -233,12 +246,16 @@ impl PgPair {
                 "select coalesce(string_agg(state || '/' || sync_state, ','), '') \
                  from pg_stat_replication",
             );
-            if state == "streaming/sync" {
+            let expected = match replication {
+                Replication::Synchronous => "streaming/sync",
+                Replication::Asynchronous => "streaming/async",
+            };
+            if state == expected {
                 break;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
-                "the standby does not stream synchronously after 30 s: {state:?}\n{}",
+                "the standby does not stream ({replication:?}) after 30 s: {state:?}\n{}",
                 pair.standby.log_tail()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -288,6 +305,39 @@ impl PgPair {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Waits until the standby has replayed everything the primary has written so far.
+    pub(crate) fn wait_caught_up(&self) {
+        let lsn = self.sql(&self.primary, "select pg_current_wal_lsn()::text");
+        let started = Instant::now();
+        loop {
+            let behind = self.sql(
+                &self.standby,
+                &format!("select pg_wal_lsn_diff('{lsn}', pg_last_wal_replay_lsn()) > 0"),
+            );
+            if behind == "f" {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the standby lags"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the standby (fast shutdown): from now on the primary's commits reach no standby.
+    pub(crate) fn stop_standby(&self) {
+        self.bin.run(
+            "pg_ctl",
+            &["stop", "-D", path(&self.standby.data), "-m", "fast", "-w"],
+        );
+    }
+
+    /// Starts the standby again (after [`PgPair::stop_standby`]).
+    pub(crate) fn start_standby(&self) {
+        self.bin.start(&self.standby);
     }
 
     /// Kills the primary like a machine that dies: SIGKILL to the postmaster and every one of
