@@ -71,9 +71,16 @@ EXTERNAL_SECRETS = {
     "freshplan-leads-tls": None,
 }
 # Variables the service must never read from a ConfigMap or a literal: they carry credentials.
-SECRET_VARIABLES = {"DATABASE_URL", "FRESHPLAN_UNSUBSCRIBE_SECRET", "FRESHPLAN_SMTP_URL"}
-# Variables the container reads that config.rs does not list (tracing's filter).
-OTHER_VARIABLES = {"DATABASE_URL", "RUST_LOG"}
+SECRET_VARIABLES = {
+    "DATABASE_URL",
+    "FRESHPLAN_UNSUBSCRIBE_SECRET",
+    "FRESHPLAN_SMTP_URL",
+    "FRESHPLAN_DB_USER",
+    "FRESHPLAN_DB_PASSWORD",
+}
+# Variables the container has that config.rs does not list: tracing's filter, and the two parts
+# of the app secret that deployment.yaml expands into FRESHPLAN_DATABASE_READ_URL.
+OTHER_VARIABLES = {"DATABASE_URL", "RUST_LOG", "FRESHPLAN_DB_USER", "FRESHPLAN_DB_PASSWORD"}
 # What the built-in renderer understands of a kustomization.
 KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
 # Connections a database needs besides the service's: superuser_reserved_connections (3), the

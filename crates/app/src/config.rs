@@ -102,6 +102,10 @@ impl Clock for ShiftedClock {
 pub struct Config {
     /// `DATABASE_URL`.
     pub database_url: String,
+    /// `FRESHPLAN_DATABASE_READ_URL`: a hot standby of that database for the lead list, read
+    /// once it has replayed the primary's position of the moment the read begins (read your
+    /// writes); a lagging or unreachable standby leaves the read to the primary (ADR 0015).
+    pub database_read_url: Option<String>,
     /// `FRESHPLAN_BIND` (default `127.0.0.1:8080`).
     pub bind: String,
     /// `FRESHPLAN_AUTH_HS256_SECRET`.
@@ -310,6 +314,7 @@ impl Config {
     pub fn with_defaults(database_url: impl Into<String>) -> Config {
         Config {
             database_url: database_url.into(),
+            database_read_url: None,
             bind: "127.0.0.1:8080".into(),
             hs256_secret: None,
             jwks: None,
@@ -353,6 +358,7 @@ impl Config {
             database_url: var("DATABASE_URL").context(
                 "DATABASE_URL is not set (cargo xtask demo starts a private PostgreSQL for you)",
             )?,
+            database_read_url: var("FRESHPLAN_DATABASE_READ_URL").filter(|v| !v.is_empty()),
             bind: var("FRESHPLAN_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
             hs256_secret: var("FRESHPLAN_AUTH_HS256_SECRET"),
             jwks: var("FRESHPLAN_AUTH_JWKS"),

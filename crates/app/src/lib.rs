@@ -67,6 +67,10 @@ pub struct AppState {
     pub imports: Arc<imports::Importer>,
 }
 
+/// How long a lead list waits for the read replica to replay the primary's position before it
+/// reads from the primary instead (`FRESHPLAN_DATABASE_READ_URL`).
+pub const READ_REPLICA_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Connects, builds the state, starts this replica's event pipeline (unless
 /// `FRESHPLAN_EVENTS` is off) and starts serving on `listener`. Returns at once; drive the
 /// service with [`Running::run`] (tests: stop it through [`Running::stopper`]) or
@@ -78,6 +82,14 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
     // (never inside the transaction), the pipeline's notifier turns it into a coalesced NOTIFY.
     let signal = config.events.then(CommitSignal::new);
     let mut store = PgLeadStore::new(pool);
+    if let Some(url) = &config.database_read_url {
+        let replica = freshplan_store_postgres::connect_replica(
+            url,
+            config.pool_size,
+            std::time::Duration::from_millis(500),
+        )?;
+        store = store.with_read_replica(replica, READ_REPLICA_MAX_WAIT);
+    }
     if let Some(hook) = events::after_commit_hook(signal.clone(), metrics.clone()) {
         store = store.with_after_commit(hook);
     }

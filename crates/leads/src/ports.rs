@@ -168,6 +168,16 @@ pub trait LeadStore: Send + Sync + 'static {
 
     /// Begins a transaction as `actor`.
     fn begin(&self, actor: &Actor) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+
+    /// Begins a transaction as `actor` for reads only, which a replica of the database may serve
+    /// (the lead list): it sees at least every write committed before it began — a caller reads
+    /// its own writes — and is not used to write. Defaults to [`LeadStore::begin`].
+    fn begin_read(
+        &self,
+        actor: &Actor,
+    ) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send {
+        self.begin(actor)
+    }
 }
 
 /// One transaction: repository, timeline and outbox. Dropping it without `commit` rolls back.

@@ -472,7 +472,7 @@ impl<S: LeadStore, C: Clock, I: IdGenerator> LeadService<S, C, I> {
                 "must be 1-200",
             )]));
         }
-        let mut tx = self.store.begin(actor).await?;
+        let mut tx = self.store.begin_read(actor).await?;
         let page = tx.list(query).await?;
         tx.commit().await?;
         Ok(page)

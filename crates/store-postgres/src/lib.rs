@@ -86,6 +86,19 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// A pool like [`connect`]'s for a read replica (a hot standby): it connects on first use, so
+/// an unreachable replica never keeps the service from starting, and gives up on a connection
+/// after `acquire_timeout` (the read then goes to the primary).
+pub fn connect_replica(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: std::time::Duration,
+) -> Result<PgPool, sqlx::Error> {
+    app_pool_options(PgPoolOptions::new().max_connections(max_connections))
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy(url)
+}
+
 /// [`connect`] with parsed connect options.
 pub async fn connect_with(
     options: PgConnectOptions,

@@ -40,6 +40,8 @@ pub struct PgLeadStore {
     pool: PgPool,
     policy: ProtectionPolicy,
     after_commit: Option<Hook>,
+    /// Where [`LeadStore::begin_read`] may read, when a replica is configured.
+    read: Option<ReadReplica>,
 }
 
 /// What [`PgLeadStore::with_after_commit`] installs: called with the events a unit of work
@@ -70,7 +72,20 @@ impl PgLeadStore {
             pool,
             policy,
             after_commit: None,
+            read: None,
         }
+    }
+
+    /// This store, serving [`LeadStore::begin_read`] from `replica` (a hot standby of the
+    /// primary, from [`crate::connect_replica`]) once it has replayed the primary's WAL position of
+    /// the moment the read begins (read-your-writes, ADR 0015). A replica that has not caught up
+    /// within `max_wait`, or cannot be reached, leaves the read to the primary.
+    pub fn with_read_replica(mut self, replica: PgPool, max_wait: std::time::Duration) -> Self {
+        self.read = Some(ReadReplica {
+            pool: replica,
+            max_wait,
+        });
+        self
     }
 
     /// This store, calling `hook` with the appended events after every unit of work that
@@ -281,14 +296,16 @@ impl PgLeadTx {
     }
 }
 
-impl LeadStore for PgLeadStore {
-    type Tx = PgLeadTx;
+/// A hot standby for reads, and how long a read waits for it to catch up.
+#[derive(Debug, Clone)]
+struct ReadReplica {
+    pool: PgPool,
+    max_wait: std::time::Duration,
+}
 
-    async fn begin(&self, actor: &Actor) -> Result<PgLeadTx, StoreError> {
-        let tx = crate::begin_as(&self.pool, actor)
-            .await
-            .map_err(store_error("begin a transaction"))?;
-        Ok(PgLeadTx {
+impl PgLeadStore {
+    fn unit_of_work(&self, tx: Transaction<'static, Postgres>, actor: &Actor) -> PgLeadTx {
+        PgLeadTx {
             tx,
             user_id: actor.user_id().clone(),
             owned_only: owned_only(actor),
@@ -296,7 +313,67 @@ impl LeadStore for PgLeadStore {
             after_commit: self.after_commit.clone(),
             appended: Vec::new(),
             pending: Pending::default(),
-        })
+        }
+    }
+
+    /// A transaction on the replica once it has replayed `lsn` (checked with fresh snapshots,
+    /// so the caller's next statement sees it), `None` when it has not within its `max_wait`.
+    async fn on_replica(
+        &self,
+        replica: &ReadReplica,
+        actor: &Actor,
+        lsn: &str,
+    ) -> Result<Option<Transaction<'static, Postgres>>, sqlx::Error> {
+        let mut tx = crate::begin_as(&replica.pool, actor).await?;
+        let deadline = tokio::time::Instant::now() + replica.max_wait;
+        loop {
+            let replayed: Option<bool> =
+                sqlx::query_scalar("select pg_last_wal_replay_lsn() >= $1::text::pg_lsn")
+                    .bind(lsn)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if replayed == Some(true) {
+                return Ok(Some(tx));
+            }
+            if replayed.is_none() || tokio::time::Instant::now() >= deadline {
+                // Not a standby (no replay position), or too far behind.
+                return Ok(None);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+}
+
+impl LeadStore for PgLeadStore {
+    type Tx = PgLeadTx;
+
+    async fn begin(&self, actor: &Actor) -> Result<PgLeadTx, StoreError> {
+        let tx = crate::begin_as(&self.pool, actor)
+            .await
+            .map_err(store_error("begin a transaction"))?;
+        Ok(self.unit_of_work(tx, actor))
+    }
+
+    async fn begin_read(&self, actor: &Actor) -> Result<PgLeadTx, StoreError> {
+        let Some(replica) = &self.read else {
+            return self.begin(actor).await;
+        };
+        // The primary's WAL position now: every commit that returned before this read began
+        // lies at or before it.
+        let lsn: String = sqlx::query_scalar("select pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(store_error("read the primary's WAL position"))?;
+        match self.on_replica(replica, actor, &lsn).await {
+            Ok(Some(tx)) => return Ok(self.unit_of_work(tx, actor)),
+            Ok(None) => {
+                tracing::debug!(%lsn, "the read replica lags; reading from the primary");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the read replica cannot be reached; reading from the primary");
+            }
+        }
+        self.begin(actor).await
     }
 }
 

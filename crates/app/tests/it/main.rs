@@ -28,6 +28,8 @@ mod pg_pair;
 mod pg_proxy;
 #[cfg(unix)] // SIGTERM
 mod process;
+#[cfg(unix)] // runuser, PostgreSQL binaries
+mod read_replica;
 #[cfg(unix)] // SIGKILL
 mod replicas;
 mod robustness;

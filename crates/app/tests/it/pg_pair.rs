@@ -211,7 +211,8 @@ impl PgPair {
              max_wal_senders = 4\n\
              hot_standby = on\n\
              synchronous_commit = on\n\
-             autovacuum = off\n";
+             autovacuum = off\n\
+             shared_preload_libraries = 'pg_stat_statements'\n";
         let conf_file = pair.primary.data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_file).unwrap();
         text.push_str(conf);
@@ -325,6 +326,16 @@ impl PgPair {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Pauses (`true`) or resumes the standby's replay of the WAL it receives.
+    pub(crate) fn pause_replay(&self, paused: bool) {
+        let f = if paused {
+            "pg_wal_replay_pause"
+        } else {
+            "pg_wal_replay_resume"
+        };
+        self.sql(&self.standby, &format!("select {f}()"));
     }
 
     /// Stops the standby (fast shutdown): from now on the primary's commits reach no standby.
