@@ -24,18 +24,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt as _;
 use mail_parser::MessageParser;
 use reqwest::Client;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use freshplan_events_pg::Cursor;
 use freshplan_mail_smtp::testing::Sink;
 
 use crate::followup_replicas::{
-    MAIL_FROM, SEEDERS, base, clock_env, clock_offset, get_json, outbox, t3_due, tally, wait_until,
+    MAIL_FROM, base, clock_env, clock_offset, get_json, outbox, seed_due_leads, tally, wait_until,
 };
 use crate::helpers::*;
 use crate::pg_pair::{PgPair, Replication};
@@ -56,6 +54,34 @@ const ANSWER_BOUND: Duration = Duration::from_secs(5);
 const RECOVERY_BOUND: Duration = Duration::from_secs(10);
 /// Load after the recovery, before the writers stop.
 const AFTER: Duration = Duration::from_secs(3);
+
+/// A primary and its standby, a fresh database on the primary, and the service's one endpoint
+/// (a proxy to the primary, re-pointed after a promotion).
+struct Endpoint {
+    pair: PgPair,
+    proxy: PgProxy,
+    /// The database's name.
+    database: String,
+    /// `DATABASE_URL` for the service: the database through the proxy.
+    service_url: String,
+}
+
+impl Endpoint {
+    async fn start(replication: Replication) -> Endpoint {
+        let pair = PgPair::start(replication);
+        let proxy = PgProxy::start_to(pair.primary.addr()).await;
+        let database_url =
+            freshplan_store_postgres::testing::fresh_database(&pair.primary.url("postgres"))
+                .await
+                .expect("a database on the primary");
+        Endpoint {
+            database: database_url.rsplit('/').next().unwrap().to_owned(),
+            service_url: proxy.url(&database_url),
+            pair,
+            proxy,
+        }
+    }
+}
 
 /// One answered (or unanswered) request.
 #[derive(Debug, Clone)]
@@ -350,14 +376,12 @@ async fn a_primary_killed_under_load_fails_over_to_its_sync_standby_losing_and_d
     let followup_now = now + offset.unwrap_or(time::Duration::ZERO);
 
     // The database: a primary and its synchronous standby, one endpoint in front.
-    let pair = PgPair::start(Replication::Synchronous);
-    let proxy = PgProxy::start_to(pair.primary.addr()).await;
-    let database_url =
-        freshplan_store_postgres::testing::fresh_database(&pair.primary.url("postgres"))
-            .await
-            .expect("a database on the primary");
-    let database = database_url.rsplit('/').next().unwrap().to_owned();
-    let service_url = proxy.url(&database_url);
+    let Endpoint {
+        pair,
+        proxy,
+        database,
+        service_url,
+    } = Endpoint::start(Replication::Synchronous).await;
     let sink = Sink::start().await;
     let smtp = sink.url();
 
@@ -376,34 +400,8 @@ async fn a_primary_killed_under_load_fails_over_to_its_sync_standby_losing_and_d
     let client = Client::new();
     let base_a = base(&a);
 
-    // The due leads, through A (as an admin, who may backdate `registeredAt`).
-    let due = t3_due(followup_now).format(&Rfc3339).unwrap();
-    let seeded: BTreeMap<String, String> = futures_util::stream::iter(0..DUE_LEADS)
-        .map(|i| {
-            let (client, base_a, due) = (client.clone(), base_a.clone(), due.clone());
-            async move {
-                let email = format!("failover{i:04}@gast.test");
-                let body = json!({
-                    "companyName": format!("Gasthaus Failover {i:04}"), "countryCode": "DE",
-                    "city": "Berlin", "postalCode": "10115", "businessType": "RESTAURANT",
-                    "email": email, "emailConsent": true, "registeredAt": due,
-                });
-                let r = client
-                    .post(format!("{base_a}/api/leads"))
-                    .bearer_auth(admin())
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-                let lead: Value = r.json().await.unwrap();
-                (lead["id"].as_str().unwrap().to_owned(), email)
-            }
-        })
-        .buffer_unordered(SEEDERS)
-        .collect()
-        .await;
-    assert_eq!(seeded.len(), DUE_LEADS);
+    // The due leads, through A.
+    let seeded = seed_due_leads(&client, &base_a, DUE_LEADS, followup_now, "failover").await;
     // Where the readers start: after the seeding's events.
     let (_, cursor0) = crate::sse_client::whole_feed(&client, &base_a, &admin(), 1000).await;
     println!("{DUE_LEADS} due leads seeded; the readers start after {cursor0}");
@@ -944,14 +942,12 @@ async fn a_primary_killed_under_load_fails_over_to_its_sync_standby_losing_and_d
 /// `Idempotency-Key` makes exactly one lead; a restarted replica streams the new history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_asynchronous_standby_that_lost_delivered_events_makes_the_replica_ask_for_a_restart() {
-    let pair = PgPair::start(Replication::Asynchronous);
-    let proxy = PgProxy::start_to(pair.primary.addr()).await;
-    let database_url =
-        freshplan_store_postgres::testing::fresh_database(&pair.primary.url("postgres"))
-            .await
-            .expect("a database on the primary");
-    let database = database_url.rsplit('/').next().unwrap().to_owned();
-    let service_url = proxy.url(&database_url);
+    let Endpoint {
+        pair,
+        proxy,
+        database,
+        service_url,
+    } = Endpoint::start(Replication::Asynchronous).await;
     let client = Client::new();
     let tok = rep("rep-async");
     let create = |company: String, key: String| {

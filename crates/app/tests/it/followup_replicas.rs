@@ -139,8 +139,46 @@ pub(crate) fn t3_due(now: OffsetDateTime) -> OffsetDateTime {
     registered
 }
 
-fn email(i: usize) -> String {
-    format!("replika{i:04}@gast.test")
+/// `n` leads whose T+3 is due at `followup_now` ([`t3_due`]), created through `base` by an
+/// admin (who may backdate `registeredAt`), [`SEEDERS`] at a time: `Gasthaus {tag} 0000` … with
+/// consent and the address `{tag}0000@gast.test` …. Their ids and addresses.
+pub(crate) async fn seed_due_leads(
+    client: &Client,
+    base: &str,
+    n: usize,
+    followup_now: OffsetDateTime,
+    tag: &str,
+) -> BTreeMap<String, String> {
+    let due = t3_due(followup_now).format(&Rfc3339).unwrap();
+    let seeded: BTreeMap<String, String> = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let (client, due) = (client.clone(), due.clone());
+            let email = format!("{tag}{i:04}@gast.test");
+            let body = json!({
+                "companyName": format!("Gasthaus {tag} {i:04}"), "countryCode": "DE",
+                "city": "Berlin", "postalCode": "10115", "contactPerson": "Anna Berger",
+                "businessType": "RESTAURANT", "email": email, "emailConsent": true,
+                "registeredAt": due,
+            });
+            let url = format!("{base}/api/leads");
+            async move {
+                let r = client
+                    .post(url)
+                    .bearer_auth(admin())
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+                let lead: Value = r.json().await.unwrap();
+                (lead["id"].as_str().unwrap().to_owned(), email)
+            }
+        })
+        .buffer_unordered(SEEDERS)
+        .collect()
+        .await;
+    assert_eq!(seeded.len(), n, "distinct leads");
+    seeded
 }
 
 pub(crate) async fn get_json(client: &Client, url: &str) -> Value {
@@ -278,41 +316,14 @@ async fn three_replicas_send_each_of_2000_t3_follow_ups_once_although_one_is_kil
     observer.wait_ready().await;
     let obs = base(&observer);
 
-    // 2,000 due leads through the API, as an admin (who may backdate `registeredAt`).
-    let due = t3_due(followup_now).format(&Rfc3339).unwrap();
+    // 2,000 due leads through the API.
     let seeding = Instant::now();
-    let created: Vec<(String, String)> = futures_util::stream::iter(0..LEADS)
-        .map(|i| {
-            let (client, obs, due) = (client.clone(), obs.clone(), due.clone());
-            async move {
-                let body = json!({
-                    "companyName": format!("Gasthaus Replika {i:04}"), "countryCode": "DE",
-                    "city": "Berlin", "postalCode": "10115", "contactPerson": "Anna Berger",
-                    "businessType": "RESTAURANT", "email": email(i), "emailConsent": true,
-                    "registeredAt": due,
-                });
-                let r = client
-                    .post(format!("{obs}/api/leads"))
-                    .bearer_auth(admin())
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-                let lead: Value = r.json().await.unwrap();
-                (lead["id"].as_str().unwrap().to_owned(), email(i))
-            }
-        })
-        .buffer_unordered(SEEDERS)
-        .collect()
-        .await;
+    let leads = seed_due_leads(&client, &obs, LEADS, followup_now, "replika").await;
     println!(
         "seeded {} due leads through the API in {:?}",
-        created.len(),
+        leads.len(),
         seeding.elapsed()
     );
-    let leads: BTreeMap<String, String> = created.into_iter().collect();
-    assert_eq!(leads.len(), LEADS);
     wait_until(Duration::from_secs(10), "all leads pending", || async {
         let p = pending(&client, &obs).await;
         (p == LEADS as u64, format!("{p} pending"))
