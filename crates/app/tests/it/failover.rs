@@ -935,6 +935,30 @@ async fn a_primary_killed_under_load_fails_over_to_its_sync_standby_losing_and_d
     drop(pair);
 }
 
+/// `POST /api/leads` of [`lead`]`(company)` with `Idempotency-Key: key`, answered 201.
+async fn create_with_key(client: &Client, base: &str, tok: &str, company: &str, key: &str) {
+    let r = client
+        .post(format!("{base}/api/leads"))
+        .bearer_auth(tok)
+        .header("idempotency-key", key)
+        .json(&lead(company))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{company}: {}", r.text().await.unwrap());
+}
+
+/// An admin's event stream on `base` from `after` on.
+async fn admin_stream(client: &Client, base: &str, after: &str) -> SseClient {
+    SseClient::connect(
+        client,
+        &format!("{base}/api/events/stream"),
+        &admin(),
+        Some(after),
+    )
+    .await
+}
+
 /// Asynchronous replication (not supported, ADR 0015) loses what the standby had not received.
 /// The service must not double anything and must say that it cannot fill the gap: a replica
 /// whose listener already delivered events the promoted standby never got stops its listener,
@@ -950,43 +974,24 @@ async fn an_asynchronous_standby_that_lost_delivered_events_makes_the_replica_as
     } = Endpoint::start(Replication::Asynchronous).await;
     let client = Client::new();
     let tok = rep("rep-async");
-    let create = |company: String, key: String| {
-        let (client, tok) = (client.clone(), tok.clone());
-        async move |base: String| {
-            let r = client
-                .post(format!("{base}/api/leads"))
-                .bearer_auth(&tok)
-                .header("idempotency-key", key)
-                .json(&lead(&company))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 201, "{company}");
-            let lead: Value = r.json().await.unwrap();
-            lead["id"].as_str().unwrap().to_owned()
-        }
-    };
     let mut a = Serve::spawn(&service_url, &[("FRESHPLAN_POOL_SIZE", "4")]);
     a.wait_ready().await;
     let base_a = base(&a);
 
     // Ten leads both servers have; the readers' common ground.
     for n in 0..10 {
-        create(
-            format!("Async Gemeinsam {n}"),
-            uuid::Uuid::now_v7().to_string(),
-        )(base_a.clone())
+        create_with_key(
+            &client,
+            &base_a,
+            &tok,
+            &format!("Async Gemeinsam {n}"),
+            &uuid::Uuid::now_v7().to_string(),
+        )
         .await;
     }
     pair.wait_caught_up();
     let (_, common) = crate::sse_client::whole_feed(&client, &base_a, &admin(), 1000).await;
-    let mut stream = SseClient::connect(
-        &client,
-        &format!("{base_a}/api/events/stream"),
-        &admin(),
-        Some(&common),
-    )
-    .await;
+    let mut stream = admin_stream(&client, &base_a, &common).await;
 
     // The standby stops receiving; ten more creates are acknowledged by the primary alone and
     // delivered by A's listener (its stream shows them).
@@ -1000,7 +1005,7 @@ async fn an_asynchronous_standby_that_lost_delivered_events_makes_the_replica_as
         })
         .collect();
     for (company, key) in &lost {
-        create(company.clone(), key.clone())(base_a.clone()).await;
+        create_with_key(&client, &base_a, &tok, company, key).await;
     }
     for _ in 0..10 {
         let m = stream
@@ -1063,8 +1068,8 @@ async fn an_asynchronous_standby_that_lost_delivered_events_makes_the_replica_as
     // The client retries its unconfirmed creates with their keys (through A, which still
     // serves requests): each makes one lead.
     for (company, key) in &lost {
-        create(company.clone(), key.clone())(base_a.clone()).await;
-        create(company.clone(), key.clone())(base_a.clone()).await; // a replay
+        create_with_key(&client, &base_a, &tok, company, key).await;
+        create_with_key(&client, &base_a, &tok, company, key).await; // a replay
     }
     assert_eq!(leads("Async Verloren %"), 10, "one lead per retried create");
     assert_eq!(leads("Async Gemeinsam %"), 10);
@@ -1082,13 +1087,7 @@ async fn an_asynchronous_standby_that_lost_delivered_events_makes_the_replica_as
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut stream = SseClient::connect(
-        &client,
-        &format!("{base_a}/api/events/stream"),
-        &admin(),
-        Some(&common),
-    )
-    .await;
+    let mut stream = admin_stream(&client, &base_a, &common).await;
     let mut created = Vec::new();
     while let Some(m) = stream.next_message(Duration::from_secs(3)).await {
         created.push(
