@@ -71,6 +71,10 @@ pub struct AppState {
 /// reads from the primary instead (`FRESHPLAN_DATABASE_READ_URL`).
 pub const READ_REPLICA_MAX_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// How long a lead list waits for a connection of the read replica's pool before it reads from
+/// the primary instead (the replica is down or its pool exhausted).
+pub const READ_REPLICA_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Connects, builds the state, starts this replica's event pipeline (unless
 /// `FRESHPLAN_EVENTS` is off) and starts serving on `listener`. Returns at once; drive the
 /// service with [`Running::run`] (tests: stop it through [`Running::stopper`]) or
@@ -86,7 +90,7 @@ pub async fn start(config: &config::Config, listener: TcpListener) -> anyhow::Re
         let replica = freshplan_store_postgres::connect_replica(
             url,
             config.pool_size,
-            std::time::Duration::from_millis(500),
+            READ_REPLICA_ACQUIRE_TIMEOUT,
         )?;
         store = store.with_read_replica(replica, READ_REPLICA_MAX_WAIT);
     }
