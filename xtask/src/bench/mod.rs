@@ -405,16 +405,7 @@ async fn measure(
 
     let secs = Duration::from_secs(args.secs);
     let c = args.concurrency;
-    println!("xtask bench: warming up (caches, prepared statements on every pooled connection)");
     let warm = Duration::from_secs(args.secs.min(5));
-    check(
-        load::closed_loop(Arc::clone(&target), Workload::Get, c, warm, 1).await?,
-        "warm-up GET",
-    )?;
-    check(
-        load::closed_loop(Arc::clone(&target), Workload::List, c, warm, 2).await?,
-        "warm-up list",
-    )?;
 
     let floor_sql = pgbench::get_statement(root, args.floor_locking)?;
     let floor_script = pgbench::script(&floor_sql, "bench-manager-all", "manager", "DE,CH");
@@ -423,6 +414,20 @@ async fn measure(
     let mut push = |s: Scenario, sample: Sample| samples.entry(s).or_default().push(sample);
     for r in 0..args.runs {
         let seed = 1000 * (r as u64 + 1);
+        // Before every run, not only the first: the clean-up after a run ends with `ANALYZE`,
+        // which invalidates every plan PostgreSQL has cached for `leads`, and the first requests
+        // of the next run would each pay for planning again (ADR 0016).
+        println!(
+            "xtask bench: warming up (caches, prepared statements and their plans on every pooled connection)"
+        );
+        check(
+            load::closed_loop(Arc::clone(&target), Workload::Get, c, warm, 1).await?,
+            "warm-up GET",
+        )?;
+        check(
+            load::closed_loop(Arc::clone(&target), Workload::List, c, warm, 2).await?,
+            "warm-up list",
+        )?;
         println!("xtask bench: run {} of {}", r + 1, args.runs);
         let scenarios: [(Scenario, &str); 8] = [
             (Scenario::GetUnloaded, "GET by id, 1 connection"),
