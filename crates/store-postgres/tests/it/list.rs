@@ -283,3 +283,88 @@ async fn like_metacharacters_are_literal(pool_opts: PgPoolOptions, opts: PgConne
     drop(tx);
     db.close().await;
 }
+
+/// A first page without an owner or search filter is planned once per connection and its plan
+/// reused (ADR 0016): PostgreSQL's own count of custom plans for it stays 0, for a manager's,
+/// a sales rep's and an admin's list. With the filter values bound, every call was planned
+/// anew (five custom plans at least, then one per call). The same statuses in another order, or
+/// repeated, are the same statement.
+#[sqlx::test(migrator = "freshplan_store_postgres::MIGRATOR")]
+async fn first_pages_are_planned_once_per_connection(
+    pool_opts: PgPoolOptions,
+    opts: PgConnectOptions,
+) {
+    let db = Db::new(pool_opts, opts.clone()).await;
+    db.seed(&dataset()).await;
+    let one = freshplan_store_postgres::app_pool_options(PgPoolOptions::new().max_connections(1))
+        .connect_with(opts)
+        .await
+        .unwrap();
+    let store = PgLeadStore::new(one.clone());
+    let open_de = |statuses: Vec<LeadStatus>| LeadQuery {
+        statuses,
+        territory: Some(TerritoryId::De),
+        sort: SortField::UpdatedAt,
+        ..LeadQuery::default()
+    };
+    let lists = [
+        (
+            manager(TerritoryId::De),
+            open_de(vec![LeadStatus::Registered, LeadStatus::Active]),
+        ),
+        (
+            manager(TerritoryId::De),
+            open_de(vec![LeadStatus::Active, LeadStatus::Registered]),
+        ),
+        (
+            manager(TerritoryId::De),
+            open_de(vec![
+                LeadStatus::Active,
+                LeadStatus::Registered,
+                LeadStatus::Active,
+            ]),
+        ),
+        (
+            rep("rep-1"),
+            LeadQuery {
+                statuses: vec![LeadStatus::Active],
+                sort: SortField::CompanyName,
+                descending: false,
+                ..LeadQuery::default()
+            },
+        ),
+        (
+            admin(),
+            LeadQuery {
+                business_type: Some(BusinessType::Hotel),
+                sort: SortField::EstimatedVolume,
+                ..LeadQuery::default()
+            },
+        ),
+    ];
+    for _ in 0..8 {
+        for (actor, q) in &lists {
+            let mut tx = store.begin(actor).await.unwrap();
+            let page = tx.list(q).await.unwrap();
+            assert!(page.total > 0, "{q:?} finds leads");
+            tx.commit().await.unwrap();
+        }
+    }
+    let mut plans: Vec<(i64, i64)> = sqlx::query_as(
+        "select generic_plans, custom_plans from pg_prepared_statements \
+          where statement like '%total_count%' \
+            and statement not like '%pg_prepared_statements%'",
+    )
+    .fetch_all(&one)
+    .await
+    .unwrap();
+    plans.sort_unstable();
+    assert_eq!(
+        plans,
+        vec![(8, 0), (8, 0), (24, 0)],
+        "three statements (the manager's three status orders are one), each planned once and \
+         its plan reused"
+    );
+    one.close().await;
+    db.close().await;
+}
